@@ -1,0 +1,163 @@
+"""Invertible, serializable field transforms (numpy only).
+
+A transform maps physical values to the normalized values the network sees and back:
+``inverse(forward(x)) == x`` up to float rounding (for :class:`Log`, for ``x`` above its floor).
+Each transform is recorded as a JSON dict in the training store and the checkpoint, so that
+samples come back in physical units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["Transform", "Identity", "Log", "Affine", "MinMax", "Chain", "transform_from_dict"]
+
+
+class Transform:
+    """Base class: subclasses implement ``forward``, ``inverse`` and ``to_dict``."""
+
+    kind = "base"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class Identity(Transform):
+    kind = "identity"
+
+    def forward(self, x):
+        return np.asarray(x, dtype=np.float64)
+
+    def inverse(self, y):
+        return np.asarray(y, dtype=np.float64)
+
+    def to_dict(self):
+        return {"kind": self.kind}
+
+
+@dataclass
+class Log(Transform):
+    """``y = log(max(x, floor))``; positive densities (lognormal fields) become Gaussian-like."""
+
+    floor: float = 1e-12
+    kind = "log"
+
+    def __post_init__(self):
+        if not self.floor > 0:
+            raise ValueError(f"log transform: floor must be > 0, got {self.floor}")
+
+    def forward(self, x):
+        return np.log(np.maximum(np.asarray(x, dtype=np.float64), self.floor))
+
+    def inverse(self, y):
+        return np.exp(np.asarray(y, dtype=np.float64))
+
+    def to_dict(self):
+        return {"kind": self.kind, "floor": self.floor}
+
+
+@dataclass
+class Affine(Transform):
+    """Per-channel standardization ``y = (x - shift) / scale`` (channel axis ``axis``)."""
+
+    shift: list = field(default_factory=lambda: [0.0])
+    scale: list = field(default_factory=lambda: [1.0])
+    axis: int = 1
+    kind = "affine"
+
+    def __post_init__(self):
+        self.shift = [float(v) for v in np.atleast_1d(self.shift)]
+        self.scale = [float(v) for v in np.atleast_1d(self.scale)]
+        if any(not (s > 0 and np.isfinite(s)) for s in self.scale):
+            raise ValueError(f"affine transform: scale must be finite and > 0, got {self.scale}")
+
+    @classmethod
+    def fit(cls, x: np.ndarray, axis: int = 1) -> "Affine":
+        """Mean and standard deviation per channel of ``x`` (channels along ``axis``)."""
+        x = np.asarray(x, dtype=np.float64)
+        other = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+        std = x.std(axis=other)
+        return cls(shift=list(x.mean(axis=other)), scale=list(np.where(std > 0, std, 1.0)), axis=axis)
+
+    def _bcast(self, values, ndim):
+        shape = [1] * ndim
+        shape[self.axis % ndim] = -1
+        return np.asarray(values, dtype=np.float64).reshape(shape)
+
+    def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        return (x - self._bcast(self.shift, x.ndim)) / self._bcast(self.scale, x.ndim)
+
+    def inverse(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        return y * self._bcast(self.scale, y.ndim) + self._bcast(self.shift, y.ndim)
+
+    def to_dict(self):
+        return {"kind": self.kind, "shift": self.shift, "scale": self.scale, "axis": self.axis}
+
+
+@dataclass
+class MinMax(Transform):
+    """``y = 2 (x - lo) / (hi - lo) - 1``, mapping [lo, hi] to [-1, 1]."""
+
+    lo: float = 0.0
+    hi: float = 1.0
+    kind = "minmax"
+
+    def __post_init__(self):
+        if not self.hi > self.lo:
+            raise ValueError(f"min-max transform: need hi > lo, got lo={self.lo}, hi={self.hi}")
+
+    def forward(self, x):
+        return 2.0 * (np.asarray(x, dtype=np.float64) - self.lo) / (self.hi - self.lo) - 1.0
+
+    def inverse(self, y):
+        return (np.asarray(y, dtype=np.float64) + 1.0) * 0.5 * (self.hi - self.lo) + self.lo
+
+    def to_dict(self):
+        return {"kind": self.kind, "lo": self.lo, "hi": self.hi}
+
+
+@dataclass
+class Chain(Transform):
+    """Transforms applied left to right by ``forward`` and right to left by ``inverse``."""
+
+    steps: list = field(default_factory=list)
+    kind = "chain"
+
+    def forward(self, x):
+        for t in self.steps:
+            x = t.forward(x)
+        return np.asarray(x, dtype=np.float64)
+
+    def inverse(self, y):
+        for t in reversed(self.steps):
+            y = t.inverse(y)
+        return np.asarray(y, dtype=np.float64)
+
+    def to_dict(self):
+        return {"kind": self.kind, "steps": [t.to_dict() for t in self.steps]}
+
+
+_KINDS = {cls.kind: cls for cls in (Identity, Log, Affine, MinMax, Chain)}
+
+
+def transform_from_dict(spec: Mapping[str, Any]) -> Transform:
+    """Rebuild a transform from its :meth:`Transform.to_dict` form."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in _KINDS:
+        raise ValueError(f"unknown transform kind {kind!r}; valid kinds are {sorted(_KINDS)}")
+    if kind == "chain":
+        return Chain([transform_from_dict(s) for s in spec.get("steps", [])])
+    return _KINDS[kind](**spec)

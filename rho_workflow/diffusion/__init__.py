@@ -1,0 +1,1 @@
+"""diffusion layer (see docs/contracts.md)."""

@@ -1,0 +1,1 @@
+"""workflow layer (see docs/contracts.md)."""
