@@ -1,0 +1,88 @@
+"""Training throughput (samples/s) of the default 2D (32^2) and 3D (32^3) U-Nets.
+
+Also times one sampling network evaluation and a whole 25-step DPM-Solver++(2M) sample of
+one field, the figure behind the "3D field in seconds on a CPU" goal. On a GPU the 2D model
+is also run with bf16 autocast, channels_last and torch.compile, each as a ratio to fp32
+eager in the same process.
+
+    .venv/bin/python bench/train_throughput.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, table, write_result  # noqa: E402
+
+from rho_workflow.api import RhoModel, default_network  # noqa: E402
+from rho_workflow.params import Parameter, ParamSpace  # noqa: E402
+
+SPACE = ParamSpace([Parameter("index", "1", low=-3, high=-1), Parameter("amplitude", "Mpc2", low=0.5, high=2)])
+
+
+def time_training(model: RhoModel, batch: int, steps: int, device: str, **opts) -> float:
+    """Samples/s over ``steps`` steps after 2 warm-up steps (all on ``device``)."""
+    shape = (batch * 4, *model.field_shape)
+    x = torch.randn(shape).numpy()
+    pts = [{"index": -2.0, "amplitude": 1.0}] * shape[0]
+    model.fit_normalized(x, pts, steps=2, batch_size=batch, progress=False, device=device, **opts)
+    model.config["training"] = None
+    result = model.fit_normalized(x, pts, steps=steps, batch_size=batch, progress=False, device=device,
+                                  warmup_steps=1, **opts)
+    return result.samples_per_second
+
+
+def time_sampling(model: RhoModel, steps: int = 25) -> tuple[float, float]:
+    """(seconds per network evaluation at batch 1, seconds per 25-step sample)."""
+    model.sample({"index": -2.0, "amplitude": 1.0}, n=1, steps=2)
+    t0 = time.perf_counter()
+    model.sample({"index": -2.0, "amplitude": 1.0}, n=1, steps=steps, sampler="dpmpp_2m")
+    per_sample = time.perf_counter() - t0
+    return per_sample / steps, per_sample
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    args = ap.parse_args()
+    steps = 3 if args.quick else 20
+    rows = []
+    cpu_configs = [("2D 32x32", (32, 32), 32), ("3D 32^3", (32, 32, 32), 4)]
+    for name, shape, batch in cpu_configs:
+        model = RhoModel.create(shape, SPACE, network=default_network(shape), device="cpu")
+        sps = time_training(model, batch, steps, "cpu")
+        nfe_s, sample_s = time_sampling(model)
+        rows.append({"config": name, "device": "cpu", "variant": "fp32 eager", "params_M": model.n_parameters / 1e6,
+                     "batch": batch, "train_samples_per_s": sps, "ratio": 1.0,
+                     "nfe_seconds_b1": nfe_s, "sample_25nfe_seconds": sample_s})
+    if torch.cuda.is_available():
+        shape, batch = (32, 32), 128
+        base = None
+        for variant, opts in (("fp32 eager", {"mixed_precision": "no"}), ("bf16 autocast", {"mixed_precision": "bf16"}),
+                              ("bf16 + compile", {"mixed_precision": "bf16", "compile": True})):
+            model = RhoModel.create(shape, SPACE, network=default_network(shape), device="cuda")
+            sps = time_training(model, batch, steps * 5, "cuda", **opts)
+            base = base or sps
+            rows.append({"config": "2D 32x32", "device": "cuda", "variant": variant,
+                         "params_M": model.n_parameters / 1e6, "batch": batch,
+                         "train_samples_per_s": sps, "ratio": sps / base})
+    cols = ["config", "device", "variant", "params_M", "batch", "train_samples_per_s", "ratio",
+            "nfe_seconds_b1", "sample_25nfe_seconds"]
+    print(table(rows, cols))
+    path = write_result("train_throughput", {"benchmark": "train_throughput", "machine": machine(),
+                                             "steps_timed": steps, "rows": rows,
+                                             "reference": {"rho_diffusion_UNetv2_2D_samples_per_s": 67,
+                                                           "rho_diffusion_3D_samples_per_s": 0.2,
+                                                           "note": "figures of the reference implementation "
+                                                                   "on this machine kind, from issue #2"}})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The training loop: AdamW with warm-up, gradient clipping, EMA, mixed precision, resume.
+
+Every random draw of step ``k`` (minibatch indices, noise levels, noise) comes from a
+generator seeded with ``(seed, k)`` and is drawn for the *global* batch, so
+
+* resuming from a checkpoint at step ``k`` continues exactly as an uninterrupted run, and
+* a data-parallel run on ``W`` ranks (``torch.distributed`` initialized by the caller) sees
+  the same global batch as one process: rank ``r`` takes rows ``r::W`` of it, DDP averages
+  the gradients, and the loss trajectory matches the single-process run up to float
+  reduction order (condition dropout, drawn from each rank's global RNG, is the exception).
+
+Rank 0 alone writes checkpoints and shows progress.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from rho_workflow.diffusion.losses import loss_weight, sample_training_sigmas
+from rho_workflow.diffusion.random import derive_seed
+
+__all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device"]
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`train` (every field is recorded in the checkpoint)."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    lr_decay: str = "cosine"  # "constant" or "cosine" (to lr * min_lr_ratio at the last step)
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    weighting: str = "plain"  # "plain" or "min-snr"
+    min_snr_gamma: float = 5.0
+    sigma_sampling: str = "schedule"  # "schedule" or "lognormal"
+    mixed_precision: str = "auto"  # "auto" (bf16 autocast on CUDA), "bf16", "no"
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("steps", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"training.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            problems.append(f"training.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"training.ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name, allowed in (("lr_decay", ("constant", "cosine")), ("weighting", ("plain", "min-snr")),
+                              ("sigma_sampling", ("schedule", "lognormal")),
+                              ("mixed_precision", ("auto", "bf16", "no"))):
+            if getattr(self, name) not in allowed:
+                problems.append(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if problems:
+            raise ValueError("invalid training options:\n  " + "\n  ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, path: str = "training") -> "TrainConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EMA:
+    """Exponential moving average of weights with the usual warm-up of the decay,
+    ``decay_k = min(decay, (1 + k) / (10 + k))`` (so early averages are not stuck at init)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.shadow = {k: v.clone().float() for k, v in state.items()}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the step reached, the loss history and timing."""
+
+    step: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> the local CUDA device if there is one (the rank's, under DDP), else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            index = dist.get_rank() % torch.cuda.device_count() if dist.is_initialized() else 0
+            return torch.device("cuda", index)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_decay == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tensor | None,
+          cfg: TrainConfig, *, mask: torch.Tensor | None = None, state: dict | None = None,
+          on_checkpoint: Callable[[dict], None] | None = None,
+          on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> tuple[TrainResult, EMA]:
+    """Minimize the weighted denoising loss ``E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2]``.
+
+    Parameters
+    ----------
+    denoiser : nn.Module
+        A :class:`rho_workflow.diffusion.precond.Denoiser` (its ``prediction`` and
+        ``sigma_data`` define the loss weight of ``cfg.weighting``).
+    schedule : NoiseSchedule
+        Source of the training noise levels (``cfg.sigma_sampling``).
+    fields_ : Tensor (N, C, *spatial)
+        Normalized training fields.
+    cond : Tensor (N, P) float64 or None
+        Parameter values of each field (``ParamSpace.to_array``); None trains unconditionally.
+    mask : Tensor, optional
+        Boolean, broadcastable to one field; False marks points (land) the loss ignores.
+    state : dict, optional
+        ``{"step", "model", "ema", "optimizer"}`` to resume from (a loaded checkpoint).
+    on_checkpoint : callable, optional
+        Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state.
+    """
+    device = resolve_device(cfg.device)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cfg.batch_size % world:
+        raise ValueError(f"training.batch_size {cfg.batch_size} must be divisible by the "
+                         f"number of data-parallel ranks ({world})")
+    denoiser.to(device).train()
+    net = denoiser.net
+    if state is not None:
+        net.load_state_dict(state["model"])
+    ema = EMA(net, cfg.ema_decay)
+    if state is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])
+    model: nn.Module = denoiser
+    if world > 1:
+        ddp_net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+        model = copy.copy(denoiser)  # same preconditioning, DDP-wrapped network
+        model.net = ddp_net
+    if cfg.compile:
+        model = torch.compile(model)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
+
+    fields_ = fields_.to(device)
+    cond = None if cond is None else cond.to(device, torch.float64)
+    mask = None if mask is None else mask.to(device)
+    n = fields_.shape[0]
+    local = slice(rank * (cfg.batch_size // world), (rank + 1) * (cfg.batch_size // world))
+    start = 0 if state is None else int(state["step"])
+    result = TrainResult(step=start)
+    bar = _progress_bar(cfg.steps, start, enabled=progress and rank == 0)
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-step", step))
+        torch.manual_seed(derive_seed(cfg.seed, ["dropout", rank], step))
+        idx = torch.randint(n, (cfg.batch_size,), generator=g)[local]
+        sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling)[local]
+        noise = torch.randn((cfg.batch_size, *fields_.shape[1:]), generator=g)[local]
+        x0 = fields_[idx]
+        sigma, noise = sigma.to(device), noise.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            x0_hat = model(x0 + _bcast(sigma, x0) * noise, sigma, None if cond is None else cond[idx])
+        weight = loss_weight(sigma, denoiser.prediction, denoiser.sigma_data, cfg.weighting,
+                             gamma=cfg.min_snr_gamma)
+        err = (x0_hat.float() - x0) ** 2
+        if mask is not None:
+            err = err * mask
+            per_sample = err.flatten(1).sum(1) / mask.expand_as(x0[0]).sum()
+        else:
+            per_sample = err.flatten(1).mean(1)
+        loss = (weight.to(per_sample) * per_sample).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        optimizer.step()
+        ema.update(net, step)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"training loss became {loss_value} at step {step}; lower training.lr or check "
+                "the normalized data for extreme values")
+        result.losses.append(loss_value)
+        result.step = step + 1
+        bar.update(1)
+        if rank == 0 and on_log is not None and (step % cfg.log_every == 0 or step + 1 == cfg.steps):
+            on_log(step, loss_value)
+        if rank == 0 and on_checkpoint is not None and (
+                (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or step + 1 == cfg.steps):
+            on_checkpoint({"step": step + 1, "model": net.state_dict(), "ema": ema.state_dict(),
+                           "optimizer": optimizer.state_dict()})
+    bar.close()
+    result.seconds = time.perf_counter() - t0
+    done = result.step - start
+    result.samples_per_second = done * cfg.batch_size / result.seconds if result.seconds > 0 else 0.0
+    return result, ema
+
+
+def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", mininterval=2.0)
