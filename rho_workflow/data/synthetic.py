@@ -247,7 +247,8 @@ def gaussian_random_field(index: float, amplitude: float, n: int = 32,
     lam = _eigenvalues(index, amplitude, n, box_size, ndim, k_pivot)
     half = lam[..., : n // 2 + 1]  # rfftn keeps the non-negative frequencies of the last axis
     white = rng.standard_normal(shape)
-    return np.fft.irfftn(np.fft.rfftn(white) * np.sqrt(half), s=shape)
+    axes = tuple(range(ndim))
+    return np.fft.irfftn(np.fft.rfftn(white) * np.sqrt(half), s=shape, axes=axes)
 
 
 def lognormal_field(index: float, amplitude: float, n: int = 32,
