@@ -64,7 +64,9 @@ class RhoModel:
         self.transform: Transform = transform_from_dict(self.config["transform"])
         diff = self.config["diffusion"]
         self.schedule = make_schedule(diff["schedule"], T=diff["T"])
-        net = build_network(self.config["network"], self.param_space)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.config.get("init_seed", 0)))  # reproducible initial weights
+            net = build_network(self.config["network"], self.param_space)
         self.denoiser = Denoiser(net, prediction=diff["prediction"], sigma_data=diff["sigma_data"])
         self.ema_state: dict[str, torch.Tensor] | None = None
         self.step = 0
@@ -77,7 +79,8 @@ class RhoModel:
     def create(cls, field_shape: Sequence[int], param_space: ParamSpace, *, channels: int = 1,
                encoder: str = "features", prediction: str = "v", schedule: str = "cosine",
                T: int = 1000, network: Mapping[str, Any] | None = None, p_uncond: float = 0.1,
-               metadata: Mapping[str, Any] | None = None, device: str = "auto") -> "RhoModel":
+               metadata: Mapping[str, Any] | None = None, init_seed: int = 0,
+               device: str = "auto") -> "RhoModel":
         """A new, untrained model of fields of spatial shape ``field_shape``.
 
         Parameters
@@ -100,6 +103,7 @@ class RhoModel:
             "network": net_cfg,
             "diffusion": {"schedule": schedule, "T": T, "prediction": prediction, "sigma_data": 1.0},
             "training": None,
+            "init_seed": int(init_seed),
             "mask": None,
             "metadata": dict(metadata or {}),
         }
@@ -263,7 +267,7 @@ class RhoModel:
         if bad.any():
             n_idx = np.argwhere(bad)[0]
             raise ValueError(f"training fields contain {int(bad.sum())} NaN/inf values at unmasked points "
-                             f"(first at sample {n_idx[0]}, index {tuple(n_idx[2:])}); pass a mask for "
+                             f"(first at sample {int(n_idx[0])}, index {tuple(int(i) for i in n_idx[2:])}); pass a mask for "
                              "fixed missing points, or clean the data")
         return x
 
