@@ -61,12 +61,14 @@ BOX_SIZE_MPC = 100.0
 K_PIVOT = 0.5
 
 #: Representative line of the O2 A band: centre (cm-1), molecular mass (amu), pressure
-#: broadening at 296 K (cm-1 atm-1) and its temperature exponent; half window of the grid.
+#: broadening at 296 K (cm-1 atm-1) and its temperature exponent; half window of the grid
+#: (about 4.5 Lorentz HWHM of the broadest line of the sweep; the narrowest, Doppler-limited
+#: line, FWHM 0.020 cm-1 at 150 K, spans 1.6 cells at size 32 and 3.2 cells at size 64).
 LINE_CENTER_CM1 = 13100.0
 LINE_MASS_AMU = 32.0
 LINE_GAMMA_REF = 0.05
 LINE_N_EXP = 0.7
-LINE_HALF_WINDOW_CM1 = 0.3
+LINE_HALF_WINDOW_CM1 = 0.2
 
 P_REF_HPA = 1013.25  # 1 atm in hPa
 

@@ -27,8 +27,8 @@ __all__ = ["shell_bins", "power_spectrum", "model_power_spectrum", "spectrum_err
 def infer_grid_ndim(shape: tuple[int, ...]) -> int:
     """Number of trailing axes of equal length (at most 3): the grid axes of a cubic field.
 
-    Ambiguous for a batch whose size equals the grid side (e.g. 32 fields of 32 x 32): pass
-    ``ndim`` explicitly there.
+    A shape ``(n, n)`` is read as one 2D field. A shape ``(n, n, n)`` is ambiguous (one 3D field
+    or ``n`` fields of ``n x n``) and raises: pass ``ndim`` explicitly there.
     """
     if len(shape) == 0:
         raise ValueError("a field needs at least one grid axis; got a 0-d array")
@@ -37,6 +37,11 @@ def infer_grid_ndim(shape: tuple[int, ...]) -> int:
         if s != shape[-1] or count == 3:
             break
         count += 1
+    if len(shape) == 3 and count == 3:
+        raise ValueError(
+            f"fields of shape {shape} are ambiguous: one 3D field or {shape[0]} 2D fields; "
+            "pass ndim=3 or ndim=2"
+        )
     return count
 
 
