@@ -1,0 +1,180 @@
+"""Condition encoders: the rho-Diffusion SHA-512 code, Fourier features, null condition and dropout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rho_workflow.models import (
+    ConditionEncoder,
+    FeatureEncoder,
+    HashEncoder,
+    build_network,
+    make_condition_encoder,
+    sha512_code,
+)
+from rho_workflow.params import Parameter, ParamSpace
+
+
+@pytest.fixture
+def space() -> ParamSpace:
+    return ParamSpace([
+        Parameter("n", "1", "continuous", -3.0, -1.0),
+        Parameter("L", "Mpc", "continuous", 10.0, 100.0),
+        Parameter("model", "1", "categorical", values=("gaussian", "lognormal", 3)),
+    ])
+
+
+def cond_of(space: ParamSpace, points) -> torch.Tensor:
+    return torch.from_numpy(space.to_array(points))
+
+
+# -- sha512_code ----------------------------------------------------------------------------------
+def test_sha512_code_matches_the_definition_from_the_json_digest():
+    point = {"m": 2, "l": 3}
+    digest = hashlib.sha512(json.dumps({"l": 3, "m": 2}).encode()).hexdigest()
+    expected = np.array([ord(ch) for ch in digest], dtype=np.float64) / 128.0
+    code = sha512_code(point, 256)
+    assert code.shape == (256,) and code.dtype == np.float32
+    np.testing.assert_allclose(code[0::2], expected, rtol=1e-7)  # each character repeated in place
+    np.testing.assert_allclose(code[1::2], expected, rtol=1e-7)
+
+
+def test_sha512_code_is_deterministic_and_key_order_invariant():
+    a = sha512_code({"n": -2.5, "L": 50.0, "model": "gaussian"})
+    b = sha512_code({"model": "gaussian", "L": 50.0, "n": -2.5})
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, sha512_code({"n": -2.5, "L": 50.0, "model": "lognormal"}))
+
+
+def test_sha512_code_spells_integral_numbers_one_way():
+    ref = sha512_code({"a": 1, "b": -2.5})
+    for one in (1.0, np.float64(1.0), np.int64(1), np.float32(1.0)):
+        np.testing.assert_array_equal(sha512_code({"a": one, "b": np.float64(-2.5)}), ref)
+    assert not np.array_equal(sha512_code({"a": 1.5, "b": -2.5}), ref)
+
+
+@pytest.mark.parametrize("length", [0, 100, 129, -128])
+def test_sha512_code_rejects_lengths_that_are_not_multiples_of_128(length):
+    with pytest.raises(ValueError, match="multiple of 128"):
+        sha512_code({"a": 1}, length)
+
+
+def test_sha512_code_rejects_non_finite_values():
+    with pytest.raises(ValueError, match="not finite"):
+        sha512_code({"a": float("nan")})
+
+
+# -- encoders -------------------------------------------------------------------------------------
+def test_hash_encoder_codes_use_the_real_categorical_values(space):
+    enc = HashEncoder(space, emb_dim=8)
+    cond = cond_of(space, [{"n": -2.0, "L": 20.0, "model": 3}, {"n": -2.0, "L": 20.0, "model": "lognormal"}])
+    codes = enc.codes(cond).numpy()
+    np.testing.assert_array_equal(codes[0], sha512_code({"n": -2, "L": 20, "model": 3}))
+    np.testing.assert_array_equal(codes[1], sha512_code({"n": -2, "L": 20, "model": "lognormal"}))
+    assert enc(cond).shape == (2, 8)
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_hash_codes_of_nearby_values_are_no_more_alike_than_random_pairs():
+    near = _corr(sha512_code({"n": -2.0}), sha512_code({"n": -2.01}))
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-3, -1, size=(200, 2))
+    random_pairs = [_corr(sha512_code({"n": float(a)}), sha512_code({"n": float(b)})) for a, b in values]
+    assert near <= np.quantile(random_pairs, 0.99)
+
+
+def test_feature_encoder_interpolates_where_the_hash_encoder_cannot():
+    torch.manual_seed(0)
+    space = ParamSpace([Parameter("n", "1", "continuous", -3.0, -1.0)])
+    grid = torch.linspace(-3.0, -1.0, 41, dtype=torch.float64)[:, None]
+    pair = torch.tensor([[-2.0], [-2.01]], dtype=torch.float64)
+    for enc, continuous in [(FeatureEncoder(space, 32), True), (HashEncoder(space, 32), False)]:
+        with torch.no_grad():
+            e = enc(grid)
+            typical = torch.cdist(e, e)[torch.triu_indices(41, 41, 1).unbind()].median()
+            near = enc(pair)
+            step = (near[0] - near[1]).norm()
+        if continuous:
+            assert step < 0.1 * typical
+        else:
+            assert step > 0.5 * typical
+
+
+def test_feature_encoder_normalizes_like_the_param_space(space):
+    cond = cond_of(space, [{"n": -2.5, "L": 10.0, "model": 3}, {"n": -1.0, "L": 77.0, "model": "gaussian"}])
+    enc = FeatureEncoder(space, emb_dim=16)
+    expected = space.normalize(cond.numpy())[:, [0, 1]]
+    np.testing.assert_allclose(enc.normalized(cond).numpy(), expected, rtol=1e-12)
+
+
+def test_condition_encoder_none_gives_the_null_embedding(space):
+    enc = make_condition_encoder("features", space, emb_dim=16, p_uncond=0.0)
+    null = enc(None, batch_size=3)
+    assert null.shape == (3, 16)
+    torch.testing.assert_close(null, enc.null.expand(3, -1))
+    real = enc(cond_of(space, [{"n": -2.0, "L": 20.0, "model": 3}]))
+    assert not torch.allclose(real, null[:1])
+
+
+@pytest.mark.parametrize("kind", ["features", "hash"])
+def test_condition_dropout_at_p1_is_the_null_condition_and_p0_never_drops(space, kind):
+    points = [{"n": -2.0 + 0.1 * i, "L": 20.0, "model": "gaussian"} for i in range(6)]
+    cond = cond_of(space, points)
+    enc = make_condition_encoder(kind, space, emb_dim=16, p_uncond=1.0).train()
+    torch.testing.assert_close(enc(cond), enc(None, batch_size=6))
+    enc.p_uncond = 0.0
+    dropped_nothing = enc(cond)
+    torch.testing.assert_close(dropped_nothing, enc.eval()(cond))
+    assert not torch.isclose(dropped_nothing, enc.null.expand(6, -1)).all(dim=1).any()
+
+
+def test_condition_dropout_rate_follows_p_uncond(space):
+    torch.manual_seed(1)
+    cond = cond_of(space, [{"n": -2.0, "L": 20.0, "model": "gaussian"}] * 2000)
+    enc = make_condition_encoder("features", space, emb_dim=8, p_uncond=0.3).train()
+    emb = enc(cond)
+    frac = torch.isclose(emb, enc.null.expand_as(emb)).all(dim=1).float().mean().item()
+    assert abs(frac - 0.3) < 0.04  # ~4 standard deviations of a binomial(2000, 0.3) fraction
+
+
+def test_unconditional_encoder_for_an_empty_space():
+    enc = make_condition_encoder("features", ParamSpace([]), emb_dim=8)
+    assert not enc.conditional
+    empty = torch.zeros(4, 0, dtype=torch.float64)
+    torch.testing.assert_close(enc(empty), enc(None, batch_size=4))
+
+
+def test_wrong_cond_width_names_the_parameters(space):
+    enc = make_condition_encoder("hash", space, emb_dim=8)
+    with pytest.raises(ValueError, match=r"3 parameters \['n', 'L', 'model'\].*shape \(4, 2\)|shape \(4, 2\).*\['n', 'L', 'model'\]"):
+        enc(torch.zeros(4, 2, dtype=torch.float64))
+
+
+def test_bad_categorical_index_is_an_error(space):
+    enc = make_condition_encoder("features", space, emb_dim=8)
+    with pytest.raises(ValueError, match="'model'"):
+        enc(torch.tensor([[-2.0, 20.0, 5.0]], dtype=torch.float64))
+
+
+def test_unknown_names_list_the_valid_ones(space):
+    with pytest.raises(ValueError, match="valid kinds are"):
+        make_condition_encoder("clip", space, emb_dim=8)
+    with pytest.raises(ValueError, match="valid options are"):
+        make_condition_encoder("hash", space, emb_dim=8, n_frequencies=3)
+    with pytest.raises(ValueError, match="valid kinds are"):
+        build_network({"kind": "transformer"}, space)
+    with pytest.raises(ValueError, match="valid keys are"):
+        build_network({"kind": "mlp", "dim": 2, "widht": 3}, space)
+
+
+def test_condition_encoder_rejects_mismatched_width(space):
+    with pytest.raises(ValueError, match="emb_dim"):
+        ConditionEncoder(FeatureEncoder(space, 8), emb_dim=16)

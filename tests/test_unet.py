@@ -1,0 +1,145 @@
+"""Networks: the n-D U-Net and the MLP keep the contract ``net(x_in, c_noise, cond) -> like x_in``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rho_workflow.models import MLPNet, UNet, build_network, make_condition_encoder
+from rho_workflow.params import Parameter, ParamSpace
+
+SPACE = ParamSpace([
+    Parameter("n", "1", "continuous", -3.0, -1.0),
+    Parameter("model", "1", "categorical", values=("gaussian", "lognormal")),
+])
+
+
+def tiny_unet(dims: int, channels: int = 1, kind: str = "features", **kw) -> UNet:
+    enc = make_condition_encoder(kind, SPACE, emb_dim=16, p_uncond=0.0)
+    opts = dict(base_channels=8, channel_mults=(1, 2, 2), num_res_blocks=1, cond_encoder=enc)
+    return UNet(dims, in_channels=channels, **{**opts, **kw})
+
+
+def randomize_zero_layers(net: torch.nn.Module) -> torch.nn.Module:
+    """The zero-initialized output layers make a fresh net output 0; give them weights."""
+    torch.manual_seed(123)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0.0, 0.2)
+    return net
+
+
+def conds(b: int) -> torch.Tensor:
+    pts = [{"n": -3.0 + 2.0 * i / max(b - 1, 1), "model": ("gaussian", "lognormal")[i % 2]} for i in range(b)]
+    return torch.from_numpy(SPACE.to_array(pts))
+
+
+SHAPES = [(1, (100,)), (1, (64,)), (2, (30, 27)), (2, (16, 16)), (3, (12, 10, 9))]
+
+
+@pytest.mark.parametrize("dims,spatial", SHAPES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unet_output_has_the_input_shape(dims, spatial, channels):
+    net = randomize_zero_layers(tiny_unet(dims, channels))
+    x = torch.randn(2, channels, *spatial)
+    y = net(x, torch.randn(2), conds(2))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def test_unet_out_channels_and_attention_levels():
+    net = tiny_unet(2, 2, out_channels=1, attention_levels=(1, 2))
+    assert net(torch.randn(2, 2, 12, 20), torch.zeros(2), conds(2)).shape == (2, 1, 12, 20)
+    with pytest.warns(UserWarning, match="3D"):
+        tiny_unet(3, attention_levels=(2,))
+
+
+def test_fresh_unet_outputs_zero_and_gradients_reach_every_parameter():
+    net = tiny_unet(2, attention_levels=(2,))
+    x = torch.randn(3, 1, 12, 12)
+    assert not net(x, torch.zeros(3), conds(3)).any()  # zero-initialized output conv
+    randomize_zero_layers(net)
+    net(x, torch.randn(3), conds(3)).square().mean().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    # the null embedding is unused when every row has a condition and dropout is off
+    assert missing == ["cond_encoder.null"]
+
+
+@pytest.mark.parametrize("kind", ["features", "hash"])
+def test_conditioning_changes_the_output_and_none_means_the_null_condition(kind):
+    net = randomize_zero_layers(tiny_unet(1, kind=kind)).eval()
+    x, c = torch.randn(1, 1, 32).expand(2, 1, 32), torch.zeros(2)
+    y = net(x, c, conds(2))
+    assert not torch.allclose(y[0], y[1], atol=1e-4)  # same input, different parameters
+    null = net(x, c, None)
+    torch.testing.assert_close(null[0], null[1])
+    assert not torch.allclose(null, y, atol=1e-4)
+    net.cond_encoder.p_uncond = 1.0
+    torch.testing.assert_close(net.train()(x, c, conds(2)), null)
+
+
+def test_noise_level_changes_the_output():
+    net = randomize_zero_layers(tiny_unet(2)).eval()
+    x = torch.randn(1, 1, 8, 8).expand(2, 1, 8, 8)
+    y = net(x, torch.tensor([-1.0, 0.5]), conds(1).expand(2, -1))
+    assert not torch.allclose(y[0], y[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("dims,spatial", [(1, (20,)), (2, (10, 9)), (3, (6, 5, 4))])
+def test_samples_of_a_batch_do_not_interact(dims, spatial):
+    net = randomize_zero_layers(tiny_unet(dims, attention_levels=(1,) if dims < 3 else ())).eval()
+    x, c, cond = torch.randn(4, 1, *spatial), torch.randn(4), conds(4)
+    together = net(x, c, cond)
+    alone = torch.cat([net(x[i:i + 1], c[i:i + 1], cond[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_unet_bad_inputs_name_expected_and_given_shapes():
+    net = tiny_unet(2)
+    with pytest.raises(ValueError, match=r"\(B, 1, n, n\).*\(4, 1, 32\)"):
+        net(torch.randn(4, 1, 32), torch.zeros(4), conds(4))
+    with pytest.raises(ValueError, match=r"1 channels.*\(4, 3, 8, 8\)"):
+        net(torch.randn(4, 3, 8, 8), torch.zeros(4), conds(4))
+    with pytest.raises(ValueError, match=r"2 parameters \['n', 'model'\]"):
+        net(torch.randn(4, 1, 8, 8), torch.zeros(4), torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="c_noise"):
+        net(torch.randn(4, 1, 8, 8), torch.zeros(3), conds(4))
+    with pytest.raises(ValueError, match="dims"):
+        UNet(4)
+
+
+def test_pad_modes_keep_shapes():
+    for mode in ("replicate", "reflect", "circular", "zeros"):
+        net = tiny_unet(2, pad_mode=mode)
+        assert net(torch.randn(1, 1, 13, 7), torch.zeros(1), conds(1)).shape == (1, 1, 13, 7)
+
+
+def test_unconditional_unet_accepts_none_only():
+    net = UNet(1, base_channels=8)
+    assert net(torch.randn(2, 1, 16), torch.zeros(2), None).shape == (2, 1, 16)
+    with pytest.raises(ValueError, match="without a condition encoder"):
+        net(torch.randn(2, 1, 16), torch.zeros(2), conds(2))
+
+
+def test_mlp_contract_conditioning_and_independence():
+    enc = make_condition_encoder("hash", SPACE, emb_dim=32, p_uncond=0.0)
+    net = randomize_zero_layers(MLPNet(3, hidden=32, depth=2, cond_encoder=enc)).eval()
+    x, c, cond = torch.randn(4, 3), torch.randn(4), conds(4)
+    y = net(x, c, cond)
+    assert y.shape == (4, 3)
+    alone = torch.cat([net(x[i:i + 1], c[i:i + 1], cond[i:i + 1]) for i in range(4)])
+    torch.testing.assert_close(y, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(net(x, c, None), y, atol=1e-4)
+    with pytest.raises(ValueError, match=r"\(B, 3\)"):
+        net(torch.randn(4, 2), c, cond)
+
+
+def test_build_network_from_config():
+    cfg = {"kind": "unet", "dims": 2, "in_channels": 2, "base_channels": 8, "channel_mults": [1, 2],
+           "condition": {"kind": "features", "p_uncond": 0.2, "n_frequencies": 3}}
+    net = build_network(cfg, SPACE)
+    assert isinstance(net, UNet) and net.emb_dim == 32 and net.cond_encoder.p_uncond == 0.2
+    assert net.cond_encoder.inner.n_frequencies == 3
+    assert net(torch.randn(2, 2, 9, 9), torch.zeros(2), conds(2)).shape == (2, 2, 9, 9)
+    mlp = build_network({"kind": "mlp", "dim": 2, "hidden": 16, "depth": 1}, ParamSpace([]))
+    assert mlp(torch.randn(5, 2), torch.zeros(5), None).shape == (5, 2)
