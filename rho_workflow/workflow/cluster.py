@@ -1,0 +1,268 @@
+"""Where the Dask workers come from: one small class per kind of cluster, one factory.
+
+=================  =====================================================================
+kind               what :meth:`ClusterKind.connect` does
+=================  =====================================================================
+``local``          starts a :class:`distributed.LocalCluster` bound to 127.0.0.1 (default)
+``address``        connects to a running scheduler (``dask scheduler``, dask-mpi)
+``scheduler_file`` connects through a scheduler file written by ``dask scheduler`` / dask-mpi
+``slurm``          submits worker jobs with :class:`dask_jobqueue.SLURMCluster`
+``pbs``            submits worker jobs with :class:`dask_jobqueue.PBSCluster`
+=================  =====================================================================
+
+As in dask-jobqueue, a new batch system is a subclass that sets a few class attributes. For
+the jobqueue kinds only the options written in the pipeline are passed on, so that
+dask-jobqueue's own configuration (``jobqueue.slurm.*`` in ``~/.config/dask``) supplies the
+rest: keyword > dask config file > default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Iterator, Mapping
+
+from rho_workflow.workflow.schema import ConfigError, build_section, opt
+
+__all__ = ["ClusterKind", "LocalKind", "AddressKind", "SchedulerFileKind", "JobqueueKind",
+           "SLURMKind", "PBSKind", "CLUSTER_KINDS", "cluster_from_config", "parse_cluster_override"]
+
+logger = logging.getLogger("rho_workflow")
+
+
+@dataclass
+class ClusterKind:
+    """Base class: a validated cluster section that can start (or reach) Dask workers."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def worker_count(self) -> int | None:
+        """Workers this section will start, or None where it cannot be known in advance."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.name, **dataclasses.asdict(self)}
+
+    def describe(self) -> str:
+        """One line for ``--dry-run``: what will be started or reached."""
+        opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self).items()
+                         if v not in (None, {}, []))
+        return f"{self.name} ({self.summary}): {opts}"
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        """Start or reach the cluster; yield a :class:`distributed.Client`; close on exit."""
+        with contextlib.ExitStack() as stack:
+            client = self._start(stack)
+            logger.info("Dask dashboard: %s", client.dashboard_link)
+            yield client
+
+    def _start(self, stack: contextlib.ExitStack) -> Any:
+        raise NotImplementedError
+
+
+@dataclass
+class LocalKind(ClusterKind):
+    """A :class:`distributed.LocalCluster` on this machine (worker processes by default)."""
+
+    name: ClassVar[str] = "local"
+    summary: ClassVar[str] = "LocalCluster on 127.0.0.1"
+    n_workers: int = opt(2, types=(int,), ge=1)
+    threads_per_worker: int = opt(1, types=(int,), ge=1)
+    processes: bool = opt(True, types=(bool,))
+    memory_limit: str | int = opt("auto", types=(str, int))
+    resources: dict = opt({}, types=(dict,))
+    dashboard: bool = opt(True, types=(bool,))
+
+    def worker_count(self) -> int:
+        return self.n_workers
+
+    def _start(self, stack: contextlib.ExitStack) -> Any:
+        from distributed import Client, LocalCluster
+
+        cluster = stack.enter_context(LocalCluster(
+            n_workers=self.n_workers, threads_per_worker=self.threads_per_worker,
+            processes=self.processes, memory_limit=self.memory_limit,
+            resources=dict(self.resources) or None, host="127.0.0.1",
+            dashboard_address=":0" if self.dashboard else None, silence_logs=logging.WARNING))
+        client = stack.enter_context(Client(cluster))
+        client.wait_for_workers(self.n_workers)
+        return client
+
+
+@dataclass
+class AddressKind(ClusterKind):
+    """A scheduler that is already running, reached by its address."""
+
+    name: ClassVar[str] = "address"
+    summary: ClassVar[str] = "existing scheduler by address"
+    address: str = opt(types=(str,))
+    wait_for_workers: int = opt(1, types=(int,), ge=0)
+    timeout_s: float = opt(120.0, types=(float,), gt=0)
+
+    def _start(self, stack: contextlib.ExitStack) -> Any:
+        from distributed import Client
+
+        client = stack.enter_context(Client(self.address, timeout=self.timeout_s))
+        if self.wait_for_workers:
+            client.wait_for_workers(self.wait_for_workers, timeout=self.timeout_s)
+        return client
+
+
+@dataclass
+class SchedulerFileKind(ClusterKind):
+    """A scheduler that is already running, reached through its scheduler file (dask-mpi)."""
+
+    name: ClassVar[str] = "scheduler_file"
+    summary: ClassVar[str] = "existing scheduler by scheduler file"
+    scheduler_file: str = opt(types=(str,))
+    wait_for_workers: int = opt(1, types=(int,), ge=0)
+    timeout_s: float = opt(120.0, types=(float,), gt=0)
+
+    def _start(self, stack: contextlib.ExitStack) -> Any:
+        from distributed import Client
+
+        client = stack.enter_context(Client(scheduler_file=self.scheduler_file,
+                                            timeout=self.timeout_s))
+        if self.wait_for_workers:
+            client.wait_for_workers(self.wait_for_workers, timeout=self.timeout_s)
+        return client
+
+
+@dataclass
+class JobqueueKind(ClusterKind):
+    """Workers started as batch jobs through dask-jobqueue.
+
+    ``jobs`` jobs are submitted; each runs ``processes`` workers (dask-jobqueue's option)
+    sharing ``cores`` and ``memory``. ``resources`` (e.g. ``{GPU: 1}``) become the workers'
+    ``--resources`` argument. ``options`` passes any other keyword of the dask-jobqueue class
+    through unchanged (``job_cpu``, ``shebang``, ``death_timeout`` ...).
+    """
+
+    cluster_class: ClassVar[str] = ""
+    jobs: int = opt(1, types=(int,), ge=1)
+    cores: int | None = opt(None, types=(int,), ge=1, nullable=True)
+    memory: str | None = opt(None, types=(str,), nullable=True)
+    processes: int | None = opt(None, types=(int,), ge=1, nullable=True)
+    walltime: str | None = opt(None, types=(str,), nullable=True)
+    queue: str | None = opt(None, types=(str,), nullable=True)
+    account: str | None = opt(None, types=(str,), nullable=True)
+    interface: str | None = opt(None, types=(str,), nullable=True)
+    local_directory: str | None = opt(None, types=(str,), nullable=True)
+    log_directory: str | None = opt(None, types=(str,), nullable=True)
+    python: str | None = opt(None, types=(str,), nullable=True)
+    job_extra_directives: list = opt([], types=(list,))
+    job_script_prologue: list = opt([], types=(list,))
+    worker_extra_args: list = opt([], types=(list,))
+    resources: dict = opt({}, types=(dict,))
+    scheduler_options: dict = opt({}, types=(dict,))
+    options: dict = opt({}, types=(dict,))
+    wait_timeout_s: float = opt(300.0, types=(float,), gt=0)
+
+    def worker_count(self) -> int | None:
+        return None if self.processes is None else self.jobs * self.processes
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """The keywords given to the dask-jobqueue class: only those set in the pipeline."""
+        skip = {"jobs", "resources", "options", "wait_timeout_s", "worker_extra_args"}
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in skip and getattr(self, f.name) not in (None, [], {})}
+        extra_args = list(self.worker_extra_args)
+        if self.resources:
+            extra_args += ["--resources", ",".join(f"{k}={v}" for k, v in self.resources.items())]
+        if extra_args:
+            kwargs["worker_extra_args"] = extra_args
+        return {**kwargs, **self.options}
+
+    def job_script(self) -> str:
+        """The batch script dask-jobqueue would submit (for ``--dry-run``)."""
+        with self._make_cluster() as cluster:
+            return cluster.job_script()
+
+    def _make_cluster(self) -> Any:
+        module_name, _, class_name = self.cluster_class.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ImportError:
+            raise ImportError(f"cluster kind {self.name!r} needs dask-jobqueue; install it with "
+                              "`pip install rho_workflow[hpc]`") from None
+        return cls(**self.cluster_kwargs())
+
+    def _start(self, stack: contextlib.ExitStack) -> Any:
+        from distributed import Client
+
+        cluster = stack.enter_context(self._make_cluster())
+        logger.info("submitting %d %s job(s):\n%s", self.jobs, self.name, cluster.job_script())
+        cluster.scale(jobs=self.jobs)
+        client = stack.enter_context(Client(cluster))
+        client.wait_for_workers(self.worker_count() or self.jobs, timeout=self.wait_timeout_s)
+        return client
+
+
+@dataclass
+class SLURMKind(JobqueueKind):
+    name: ClassVar[str] = "slurm"
+    summary: ClassVar[str] = "dask-jobqueue SLURMCluster"
+    cluster_class: ClassVar[str] = "dask_jobqueue.SLURMCluster"
+
+
+@dataclass
+class PBSKind(JobqueueKind):
+    name: ClassVar[str] = "pbs"
+    summary: ClassVar[str] = "dask-jobqueue PBSCluster"
+    cluster_class: ClassVar[str] = "dask_jobqueue.PBSCluster"
+
+
+CLUSTER_KINDS: dict[str, type[ClusterKind]] = {
+    cls.name: cls for cls in (LocalKind, AddressKind, SchedulerFileKind, SLURMKind, PBSKind)
+}
+
+
+def cluster_from_config(section: Mapping[str, Any] | str | None, path: str = "cluster") -> ClusterKind:
+    """Resolve a cluster section (``{kind: ..., options...}`` or a bare kind name).
+
+    A missing section means ``local`` with its defaults. Raises :class:`ConfigError` naming
+    the key path; an unknown kind lists the valid ones.
+    """
+    if section is None:
+        section = {"kind": "local"}
+    if isinstance(section, str):
+        section = {"kind": section}
+    if not isinstance(section, Mapping):
+        raise ConfigError([f"{path}: must be a mapping with a 'kind' key, got {section!r}"])
+    options = dict(section)
+    kind = options.pop("kind", "local")
+    if kind not in CLUSTER_KINDS:
+        raise ConfigError([f"{path}.kind: unknown cluster kind {kind!r}; valid kinds are "
+                           f"{sorted(CLUSTER_KINDS)}"])
+    problems: list[str] = []
+    cluster = build_section(CLUSTER_KINDS[kind], options, path, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cluster
+
+
+def parse_cluster_override(text: str) -> dict[str, Any]:
+    """``--cluster`` value: a kind name, a YAML file holding a cluster section, or inline YAML
+    (``"{kind: local, n_workers: 4}"``)."""
+    import os
+
+    import yaml
+
+    if os.path.isfile(text):
+        with open(text) as f:
+            value = yaml.safe_load(f)
+        if isinstance(value, Mapping) and "cluster" in value and "kind" not in value:
+            value = value["cluster"]
+    else:
+        value = yaml.safe_load(text)
+    if isinstance(value, str):
+        return {"kind": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError([f"--cluster: expected a kind name ({sorted(CLUSTER_KINDS)}), a YAML "
+                           f"file or an inline mapping, got {text!r}"])
+    return dict(value)

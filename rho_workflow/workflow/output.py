@@ -1,0 +1,280 @@
+"""Labeled sweep outputs: CF netCDF (or zarr) with parameters and grid as coordinates.
+
+Dims are ``(*parameters, member, *spatial)`` for a grid sweep and ``(case, member, *spatial)``
+for a table of points, one variable per field channel in physical units. A sweep's samples
+are numbered point-major with the member fastest, which is exactly C order over the sample
+dims; a chunk (a contiguous range of sample numbers) therefore maps to a few rectangular
+boxes of the output (:func:`flat_range_boxes`), written one part at a time, so consolidation
+holds one part in memory whatever the size of the sweep.
+
+The field labels come from the model's ``metadata`` (written by the train stage)::
+
+    {"fields": [{"name", "units", "long_name", "standard_name"}, ...],   # one per channel
+     "spatial": {"dims": [...], "coords": {dim: {"values", "units", "attrs"}}}}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+import rho_workflow
+from rho_workflow.workflow.atomic import atomic_path
+from rho_workflow.workflow.sweep import SweepPlan
+
+__all__ = ["flat_range_boxes", "sweep_template", "sweep_dataset", "write_sweep_output",
+           "provenance_attrs", "default_metadata"]
+
+MEMBER_ATTRS = {"long_name": "ensemble member of the generated sweep", "standard_name": "realization",
+                "units": "1"}
+CASE_ATTRS = {"long_name": "sweep case (row of the table of parameter points)", "units": "1"}
+AXIS_NAMES = ("X", "Y", "Z")
+
+
+def flat_range_boxes(start: int, stop: int, shape: Sequence[int]
+                     ) -> Iterator[tuple[tuple[slice, ...], int, int]]:
+    """Cover the C-order flat range ``start .. stop - 1`` of ``shape`` by rectangular boxes.
+
+    Yields ``(box, a, b)``: the box as slices of ``shape`` and the flat positions ``a .. b - 1``
+    it holds (consecutive, so ``data[a - start:b - start]`` reshaped to the box fills it).
+    At most ``2 * len(shape) - 1`` boxes.
+    """
+    shape = tuple(int(s) for s in shape)
+    if start >= stop:
+        return
+    if not shape:
+        yield (), start, stop
+        return
+    inner = math.prod(shape[1:])
+    i0, r0 = divmod(start, inner)
+    i1, r1 = divmod(stop, inner)
+    full = tuple(slice(0, s) for s in shape[1:])
+    if i0 == i1:
+        for box, a, b in flat_range_boxes(r0, r1, shape[1:]):
+            yield (slice(i0, i0 + 1), *box), i0 * inner + a, i0 * inner + b
+        return
+    if r0:
+        for box, a, b in flat_range_boxes(r0, inner, shape[1:]):
+            yield (slice(i0, i0 + 1), *box), i0 * inner + a, i0 * inner + b
+        i0 += 1
+    if i1 > i0:
+        yield (slice(i0, i1), *full), i0 * inner, i1 * inner
+    if r1:
+        for box, a, b in flat_range_boxes(0, r1, shape[1:]):
+            yield (slice(i1, i1 + 1), *box), i1 * inner + a, i1 * inner + b
+
+
+def default_metadata(field_shape: Sequence[int], names: Sequence[str] | None = None,
+                     units: Sequence[str] | None = None) -> dict[str, Any]:
+    """Labels for a model without recorded ones: ``field``/``field_<c>``, units ``1``,
+    grid dims ``x``/``y``/``z`` with cell-index coordinates."""
+    channels, *spatial = field_shape
+    names = list(names or (["field"] if channels == 1 else [f"field_{c}" for c in range(channels)]))
+    units = list(units or ["1"] * channels)
+    dims = ["x", "y", "z"][:len(spatial)] if len(spatial) > 1 else ["x"]
+    return {"fields": [{"name": n, "units": u, "long_name": n.replace("_", " ")}
+                       for n, u in zip(names, units)],
+            "spatial": {"dims": dims, "coords": {d: {"values": list(range(s)), "units": "1"}
+                                                 for d, s in zip(dims, spatial)}}}
+
+
+def udunits(units: str) -> str:
+    """A spelling of ``units`` that UDUNITS-2 reads (CF requires it): kept as given when
+    UDUNITS reads it, else pint's long names (``Mpc2`` -> ``megaparsec2``). Without the
+    ``cf_units`` package (UDUNITS bindings) the spelling is kept as given."""
+    try:
+        import cf_units
+    except ImportError:
+        return units
+    try:
+        cf_units.Unit(units)
+        return units
+    except ValueError:
+        pass
+    from rho_workflow.data.units import parse_units
+
+    parsed = parse_units(units)
+    terms = [name if exp == 1 else f"{name}{exp:g}" for name, exp in parsed.unit._units.items()]
+    text = " ".join(terms) or "1"
+    if parsed.scale != 1.0:
+        text = f"{parsed.scale:g} {text}"
+    try:
+        cf_units.Unit(text)
+    except ValueError:
+        return units
+    return text
+
+
+def _sample_coords(plan: SweepPlan, param_attrs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    coords: dict[str, Any] = {}
+    if plan.layout == "grid":
+        for n in plan.names:
+            values = plan.axes[n]
+            is_text = any(isinstance(v, str) for v in values)
+            data = np.asarray(values, dtype=object if is_text else np.float64)
+            coords[n] = xr.Variable((n,), data, attrs=_param_attrs(n, plan, param_attrs, is_text))
+    else:
+        coords["case"] = xr.Variable(("case",), np.arange(plan.n_points, dtype=np.int32), CASE_ATTRS)
+        for n in plan.names:
+            values = [p[n] for p in plan.points]
+            is_text = any(isinstance(v, str) for v in values)
+            data = np.asarray(values, dtype=object if is_text else np.float64)
+            coords[n] = xr.Variable(("case",), data, attrs=_param_attrs(n, plan, param_attrs, is_text))
+    coords["member"] = xr.Variable(("member",), np.arange(plan.members, dtype=np.int32), MEMBER_ATTRS)
+    return coords
+
+
+def _param_attrs(name: str, plan: SweepPlan, extra: Mapping[str, Mapping[str, Any]],
+                 is_text: bool) -> dict[str, Any]:
+    attrs = {"long_name": f"model parameter {name}"}
+    if not is_text:
+        attrs["units"] = udunits(plan.units.get(name, "1"))
+    attrs.update({k: v for k, v in dict(extra.get(name, {})).items() if v is not None})
+    return attrs
+
+
+def _spatial_coords(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    spatial = metadata["spatial"]
+    coords = {}
+    for i, d in enumerate(spatial["dims"]):
+        c = spatial["coords"][d]
+        attrs = {"long_name": f"{d} coordinate", **dict(c.get("attrs", {})),
+                 "units": udunits(c.get("units", "1"))}
+        if len(spatial["dims"]) <= 3:
+            attrs.setdefault("axis", AXIS_NAMES[i])
+        coords[d] = xr.Variable((d,), np.asarray(c["values"], dtype=np.float64), attrs)
+    return coords
+
+
+def provenance_attrs(plan: SweepPlan, *, checkpoint_sha256: str | None, config: Any = None,
+                     title: str | None = None, institution: str | None = None,
+                     command: str = "rho-workflow sample") -> dict[str, Any]:
+    """Global CF attributes and provenance of a generated sweep."""
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    attrs = {
+        "Conventions": "CF-1.8",
+        "title": title or "rho-Diffusion generated parameter sweep",
+        "institution": institution or "unknown",
+        "source": f"rho_workflow {rho_workflow.__version__} conditional diffusion model (rho-Diffusion)",
+        "history": f"{now} {command}: {plan.n_samples} samples, sampler {plan.sampler}, "
+                   f"{plan.steps} steps, seed {plan.seed}",
+        "references": "Cai & Lee (2023), rho-Diffusion, arXiv:2312.08153",
+        "comment": "fields generated by a diffusion model; sample m of point p is seeded by "
+                   "derive_seed(seed, p, m) (rho_workflow.diffusion.random)",
+        "rho_workflow_version": rho_workflow.__version__,
+        "rho_checkpoint_sha256": checkpoint_sha256 or "unknown",
+        "rho_sampler": plan.sampler,
+        "rho_steps": int(plan.steps),
+        "rho_seed": int(plan.seed),
+        "rho_guidance": float(plan.guidance),
+        "rho_members": int(plan.members),
+        "rho_layout": plan.layout,
+        "rho_micro_batch": int(plan.batch_size),
+    }
+    if config is not None:
+        attrs["rho_pipeline_config"] = json.dumps(config, sort_keys=True, default=str)
+    return attrs
+
+
+def sweep_template(plan: SweepPlan, metadata: Mapping[str, Any], attrs: Mapping[str, Any],
+                   param_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> xr.Dataset:
+    """The output's coordinates and attributes, without the field variables."""
+    coords = {**_sample_coords(plan, param_attrs or {}), **_spatial_coords(metadata)}
+    return xr.Dataset(coords=coords, attrs=dict(attrs))
+
+
+def _dims(plan: SweepPlan, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    sample_dims = (*plan.names, "member") if plan.layout == "grid" else ("case", "member")
+    return (*sample_dims, *metadata["spatial"]["dims"])
+
+
+def _field_attrs(f: Mapping[str, Any]) -> dict[str, Any]:
+    attrs = {"units": udunits(f.get("units", "1")), "long_name": f.get("long_name") or f["name"]}
+    if f.get("standard_name"):
+        attrs["standard_name"] = f["standard_name"]
+    return attrs
+
+
+def sweep_dataset(plan: SweepPlan, samples: np.ndarray, metadata: Mapping[str, Any],
+                  attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """An in-memory labeled Dataset of a whole sweep (``samples``: ``(n_samples, C, *spatial)``)."""
+    ds = sweep_template(plan, metadata, attrs or {})
+    dims = _dims(plan, metadata)
+    spatial_shape = samples.shape[2:]
+    for c, f in enumerate(metadata["fields"]):
+        data = samples[:, c].reshape(*plan.shape, *spatial_shape)
+        ds[f["name"]] = xr.Variable(dims, data, _field_attrs(f))
+    return ds
+
+
+def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mapping[str, Any],
+                       parts: Iterator[tuple[int, int, np.ndarray]], *, attrs: Mapping[str, Any],
+                       fmt: str = "netcdf", complevel: int = 4, dtype: str = "float32",
+                       param_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+                       on_part: Callable[[int], None] | None = None) -> Path:
+    """Consolidate parts ``(start, stop, samples (stop - start, C, *spatial))`` into one file.
+
+    netCDF is written to a temporary file and renamed when complete; zarr is written by
+    region into a store whose metadata (coordinates, attributes) is written first.
+    """
+    path = Path(path)
+    template = sweep_template(plan, metadata, attrs, param_attrs)
+    dims = _dims(plan, metadata)
+    spatial_shape = tuple(len(template[d]) for d in metadata["spatial"]["dims"])
+    full_shape = (*plan.shape, *spatial_shape)
+    sample_ndim = len(plan.shape)
+    chunks = (*([1] * (sample_ndim - 1)), min(plan.members, 16), *spatial_shape)
+    if fmt == "netcdf":
+        import netCDF4
+
+        with atomic_path(path, suffix=".nc") as tmp:
+            encoding = {n: {"_FillValue": None} for n in template.coords}
+            template.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+            with netCDF4.Dataset(tmp, "a") as nc:
+                variables = []
+                for f in metadata["fields"]:
+                    v = nc.createVariable(f["name"], np.dtype(dtype), dims, zlib=complevel > 0,
+                                          complevel=max(complevel, 1), shuffle=True,
+                                          chunksizes=chunks, fill_value=np.nan)
+                    v.setncatts(_field_attrs(f))
+                    variables.append(v)
+                _fill(parts, plan, full_shape, sample_ndim,
+                      lambda c, box, data: variables[c].__setitem__(box, data), on_part)
+        return path
+    if fmt == "zarr":
+        import dask.array as da
+        import zarr
+
+        ds = template.copy()
+        for f in metadata["fields"]:
+            ds[f["name"]] = xr.Variable(dims, da.full(full_shape, np.nan, dtype=dtype, chunks=chunks),
+                                        _field_attrs(f))
+        ds.to_zarr(path, mode="w", compute=False, consolidated=True)
+        group = zarr.open_group(str(path), mode="r+")
+        arrays = [group[f["name"]] for f in metadata["fields"]]
+        _fill(parts, plan, full_shape, sample_ndim,
+              lambda c, box, data: arrays[c].__setitem__(box, data), on_part)
+        return path
+    raise ValueError(f"output.format {fmt!r} is not one of ['netcdf', 'zarr']")
+
+
+def _fill(parts: Iterator[tuple[int, int, np.ndarray]], plan: SweepPlan, full_shape: tuple,
+          sample_ndim: int, write: Callable[[int, tuple, np.ndarray], None],
+          on_part: Callable[[int], None] | None) -> None:
+    sample_shape = full_shape[:sample_ndim]
+    spatial_shape = full_shape[sample_ndim:]
+    for start, stop, samples in parts:
+        for box, a, b in flat_range_boxes(start, stop, sample_shape):
+            block_shape = tuple(s.stop - s.start for s in box) + spatial_shape
+            full_box = (*box, *(slice(None),) * len(spatial_shape))
+            for c in range(samples.shape[1]):
+                write(c, full_box, samples[a - start:b - start, c].reshape(block_shape))
+        if on_part is not None:
+            on_part(stop - start)

@@ -1,0 +1,67 @@
+"""Cluster kinds: one factory, small classes; a real LocalCluster; jobqueue scripts."""
+
+from __future__ import annotations
+
+import pytest
+
+from rho_workflow.workflow.cluster import (CLUSTER_KINDS, ConfigError, LocalKind, SLURMKind,
+                                           cluster_from_config, parse_cluster_override)
+
+
+def test_factory_lists_valid_kinds():
+    with pytest.raises(ConfigError) as info:
+        cluster_from_config({"kind": "yarn"})
+    message = str(info.value)
+    for name in CLUSTER_KINDS:
+        assert name in message
+
+
+@pytest.mark.parametrize("kind", sorted(CLUSTER_KINDS))
+def test_every_kind_validates_and_round_trips(kind):
+    required = {"address": {"address": "tcp://127.0.0.1:8786"},
+                "scheduler_file": {"scheduler_file": "/tmp/scheduler.json"}}.get(kind, {})
+    cluster = cluster_from_config({"kind": kind, **required})
+    assert cluster.name == kind
+    assert cluster_from_config(cluster.to_dict()).to_dict() == cluster.to_dict()
+    assert kind in cluster.describe()
+
+
+def test_missing_required_and_unknown_options():
+    with pytest.raises(ConfigError, match=r"cluster.address: is required"):
+        cluster_from_config({"kind": "address"})
+    with pytest.raises(ConfigError, match=r"cluster: unknown keys \['gpus'\]"):
+        cluster_from_config({"kind": "local", "gpus": 1})
+
+
+def test_default_is_local_and_override_forms(tmp_path):
+    assert isinstance(cluster_from_config(None), LocalKind)
+    assert parse_cluster_override("slurm") == {"kind": "slurm"}
+    assert parse_cluster_override("{kind: local, n_workers: 3}") == {"kind": "local", "n_workers": 3}
+    f = tmp_path / "c.yaml"
+    f.write_text("cluster:\n  kind: pbs\n  cores: 4\n")
+    assert parse_cluster_override(str(f)) == {"kind": "pbs", "cores": 4}
+
+
+def test_jobqueue_options_pass_through_to_the_job_script():
+    cluster = cluster_from_config({
+        "kind": "slurm", "cores": 2, "memory": "3GiB", "processes": 1, "walltime": "00:20:00",
+        "account": "proj42", "queue": "gpu", "job_extra_directives": ["--gres=gpu:1"],
+        "resources": {"GPU": 1}, "interface": "lo", "options": {"job_cpu": 2}})
+    assert isinstance(cluster, SLURMKind)
+    kwargs = cluster.cluster_kwargs()
+    assert kwargs["worker_extra_args"] == ["--resources", "GPU=1"]
+    assert "jobs" not in kwargs and kwargs["job_cpu"] == 2
+    script = cluster.job_script()
+    for text in ("#SBATCH -A proj42", "#SBATCH -p gpu", "#SBATCH -t 00:20:00", "#SBATCH --gres=gpu:1",
+                 "--resources GPU=1", "--nthreads 2"):
+        assert text in script, script
+
+
+def test_local_cluster_starts_on_loopback():
+    cluster = LocalKind(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, dashboard=False)
+    with cluster.connect() as client:
+        info = client.scheduler_info()
+        assert info["address"].startswith("tcp://127.0.0.1:")
+        (worker,) = info["workers"].values()
+        assert worker["resources"] == {"GPU": 1}
+        assert client.submit(sum, [1, 2], resources={"GPU": 1}).result() == 3
