@@ -143,7 +143,7 @@ def test_plots_write_png_files_atomically(tmp_path):
     k, p, _ = power_spectrum(ref, syn.BOX_SIZE_MPC)
     _, p_model, _ = model_power_spectrum(lambda kk: syn.power_law_spectrum(kk, -2.0, 1.0), 16,
                                          syn.BOX_SIZE_MPC, 2)
-    out = plot_spectra(k, {"reference": p, "model": p_model}, "Mpc-1", "Mpc2",
+    out = plot_spectra(k, {"reference": p, "model": p_model}, "Mparsec-1", "Mparsec2",
                        tmp_path / "figs" / "spectra.png")
     assert _is_png(out)
     assert _is_png(plot_value_histograms({"a": ref[:3], "b": ref[3:]}, "1",
@@ -164,7 +164,7 @@ def test_plots_write_png_files_atomically(tmp_path):
 def test_plots_reject_mismatched_input(tmp_path):
     k = np.linspace(0.1, 1.0, 5)
     with pytest.raises(ValueError, match="'bad' has shape"):
-        plot_spectra(k, {"ok": np.ones(5), "bad": np.ones(4)}, "Mpc-1", "Mpc2",
+        plot_spectra(k, {"ok": np.ones(5), "bad": np.ones(4)}, "Mparsec-1", "Mparsec2",
                      tmp_path / "s.png")
     with pytest.raises(ValueError, match="titles"):
         plot_field_gallery([np.zeros((4, 4))] * 2, ["one"], tmp_path / "g.png")

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from scipy import integrate, linalg, optimize, stats
 
+try:
+    import cf_units
+except ImportError:  # UDUNITS bindings are optional (the CF checker's test extra)
+    cf_units = None
+
 from rho_workflow.data import synthetic as syn
+from rho_workflow.data.units import parse_units
 from rho_workflow.evaluate.spectra import model_power_spectrum, power_spectrum
 
 LM = [(l, m) for l in range(4) for m in range(-l, l + 1)]
@@ -238,7 +244,11 @@ def test_generate_matches_its_spec(kind):
     assert field.shape == spec.shape == syn.field_spec(kind, 16).shape
     assert field.dtype == np.float64 and np.all(np.isfinite(field))
     assert set(spec.coords) == set(spec.dims)
-    assert all(isinstance(u, str) and u for _, u in spec.coords.values())
+    units = [spec.units, *(u for _, u in spec.coords.values()), *spec.param_units.values()]
+    for u in units:
+        parse_units(u)  # the project's pint registry reads it
+        if cf_units is not None:
+            cf_units.Unit(u)  # and so does UDUNITS, as CF requires
     assert set(spec.param_units) == set(spec.param_kinds) == set(points[0])
     array = spec.param_space().to_array(points)
     assert array.shape == (3, len(spec.param_units))

@@ -59,6 +59,8 @@ KINDS = ("spherical-harmonics", "gaussian-field", "lognormal-field", "spectral-l
 #: Gaussian field's variance stays between about 0.04 and 0.9 over the default sweep.
 BOX_SIZE_MPC = 100.0
 K_PIVOT = 0.5
+#: UDUNITS spelling of the megaparsec ("Mpc" is not a UDUNITS symbol; pint reads both).
+MPC = "Mparsec"
 
 #: Representative line of the O2 A band: centre (cm-1), molecular mass (amu), pressure
 #: broadening at 296 K (cm-1 atm-1) and its temperature exponent; half window of the grid
@@ -472,8 +474,8 @@ def field_spec(kind: str, size: int = 32) -> FieldSpec:
             long_name=("Gaussian random density contrast" if gaussian
                        else "lognormal density in units of the mean density"),
             units="1", dims=("x", "y"),
-            coords={d: (c.copy(), "Mpc") for d in ("x", "y")},
-            param_units={"index": "1", "amplitude": "Mpc2"},
+            coords={d: (c.copy(), MPC) for d in ("x", "y")},
+            param_units={"index": "1", "amplitude": f"{MPC}2"},
             param_kinds={"index": "continuous", "amplitude": "continuous"},
             param_ranges=dict(_RANDOM_RANGES),
             attrs={"box_size_Mpc": BOX_SIZE_MPC, "k_pivot_per_Mpc": K_PIVOT,

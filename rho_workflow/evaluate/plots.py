@@ -51,7 +51,7 @@ def plot_spectra(k: np.ndarray, spectra: Mapping[str, np.ndarray], k_units: str,
     spectra : dict
         ``label -> P`` with ``P`` of shape (K,); non-positive or NaN entries are not drawn.
     k_units, p_units : str
-        UDUNITS strings of ``k`` and ``P`` (e.g. ``"Mpc-1"``, ``"Mpc2"``).
+        UDUNITS strings of ``k`` and ``P`` (e.g. ``"Mparsec-1"``, ``"Mparsec2"``).
     path : path-like
         PNG to write.
     """
