@@ -84,8 +84,11 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, nargs="+", default=[10, 25, 50, 100])
     ap.add_argument("--samplers", nargs="+", default=["ddim", "dpmpp_2m", "heun"])
     ap.add_argument("--ddpm-steps", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1 is robust when other processes share the cores)")
     ap.add_argument("--quick", action="store_true", help="smoke run: seconds of training, few samples")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.train_minutes, args.samples, args.per_point, args.nfe, args.ddpm_steps = 0.1, 16, 8, [10], 20
     hash_minutes = args.train_minutes if args.hash_minutes is None else args.hash_minutes
