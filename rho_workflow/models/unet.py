@@ -94,11 +94,15 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour doubling followed by a 3-convolution (Odena et al. 2016: no checkerboard)."""
+    """Nearest-neighbour doubling followed by a 3-convolution (Odena et al. 2016: no checkerboard).
 
-    def __init__(self, dims: int, channels: int):
+    The convolution maps to the width of the finer level, which halves its cost where the
+    channel count grows with depth.
+    """
+
+    def __init__(self, dims: int, in_channels: int, out_channels: int):
         super().__init__()
-        self.conv = _CONV[dims](channels, channels, 3, padding=1)
+        self.conv = _CONV[dims](in_channels, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -196,7 +200,8 @@ class UNet(nn.Module):
                 if level in attention_levels:
                     self.up.append(Attention(ch))
             if level > 0:
-                self.up.append(Upsample(dims, ch))
+                self.up.append(Upsample(dims, ch, base_channels * channel_mults[level - 1]))
+                ch = base_channels * channel_mults[level - 1]
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
         self.conv_out = _zero(conv(ch, self.out_channels, 3, padding=1))
 
