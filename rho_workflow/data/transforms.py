@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Transform", "Identity", "Log", "Affine", "MinMax", "Chain", "transform_from_dict"]
+__all__ = ["Transform", "Identity", "Log", "Affine", "MinMax", "Chain", "PerChannel",
+           "transform_from_dict"]
 
 
 class Transform:
@@ -149,7 +150,35 @@ class Chain(Transform):
         return {"kind": self.kind, "steps": [t.to_dict() for t in self.steps]}
 
 
-_KINDS = {cls.kind: cls for cls in (Identity, Log, Affine, MinMax, Chain)}
+@dataclass
+class PerChannel(Transform):
+    """One transform per channel: channel ``c`` (index ``c`` along ``axis``) goes through
+    ``steps[c]``; e.g. a log for a density channel and none for a temperature channel."""
+
+    steps: list = field(default_factory=list)
+    axis: int = 1
+    kind = "per_channel"
+
+    def _apply(self, x, method: str):
+        x = np.asarray(x, dtype=np.float64)
+        axis = self.axis % x.ndim
+        if x.shape[axis] != len(self.steps):
+            raise ValueError(f"per-channel transform: array has {x.shape[axis]} channels along "
+                             f"axis {self.axis}, the transform has {len(self.steps)}")
+        parts = [getattr(t, method)(np.take(x, [c], axis=axis)) for c, t in enumerate(self.steps)]
+        return np.concatenate(parts, axis=axis)
+
+    def forward(self, x):
+        return self._apply(x, "forward")
+
+    def inverse(self, y):
+        return self._apply(y, "inverse")
+
+    def to_dict(self):
+        return {"kind": self.kind, "axis": self.axis, "steps": [t.to_dict() for t in self.steps]}
+
+
+_KINDS = {cls.kind: cls for cls in (Identity, Log, Affine, MinMax, Chain, PerChannel)}
 
 
 def transform_from_dict(spec: Mapping[str, Any]) -> Transform:
@@ -160,4 +189,7 @@ def transform_from_dict(spec: Mapping[str, Any]) -> Transform:
         raise ValueError(f"unknown transform kind {kind!r}; valid kinds are {sorted(_KINDS)}")
     if kind == "chain":
         return Chain([transform_from_dict(s) for s in spec.get("steps", [])])
+    if kind == "per_channel":
+        return PerChannel([transform_from_dict(s) for s in spec.get("steps", [])],
+                          axis=int(spec.get("axis", 1)))
     return _KINDS[kind](**spec)

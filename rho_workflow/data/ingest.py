@@ -1,0 +1,538 @@
+"""Plan and build the lazy view of a netCDF sweep: files -> samples in canonical units.
+
+:func:`plan_sweep` opens every file lazily with xarray (metadata only), applies the
+configured select/crop/coarsen, reads the parameters of every sample, checks units, dims
+and grids, and returns a :class:`SweepPlan` -- plain data, no values read -- or raises one
+:class:`~rho_workflow.data.validate.DataValidationError` listing every problem found.
+:func:`build_fields` turns a plan into one Dask array ``(sample, channel, *spatial)`` in
+canonical units: the first stage of the preprocessing graph.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from rho_workflow.data.config import DataConfig, ParamSource
+from rho_workflow.data.units import UnitsError, linear_conversion, parse_units
+from rho_workflow.data.validate import Problem, raise_if_problems
+
+__all__ = ["Grid", "FilePlan", "SweepPlan", "resolve_files", "open_sweep_file",
+           "plan_sweep", "build_fields", "chunk_samples"]
+
+SAMPLE_DIM = "sample"
+
+
+@dataclass
+class Grid:
+    """Spatial grid of the training shape: dims, 1D coordinates and auxiliary coordinates."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    coords: dict[str, tuple[np.ndarray, str]]
+    aux: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class FilePlan:
+    """One file of the sweep: its samples, their parameters and the unit conversions."""
+
+    path: Path
+    sample_dims: tuple[str, ...]
+    sample_shape: tuple[int, ...]
+    points: list[dict[str, Any]]
+    labels: list[str]
+    conversions: dict[str, tuple[float, float]]
+
+    @property
+    def n_samples(self) -> int:
+        return int(np.prod(self.sample_shape, dtype=np.int64))
+
+
+@dataclass
+class SweepPlan:
+    """Everything known about a sweep before its values are read."""
+
+    config: DataConfig
+    files: list[FilePlan]
+    grid: Grid
+    field_attrs: dict[str, dict[str, str]]
+    param_kinds: dict[str, str]
+
+    @property
+    def n_samples(self) -> int:
+        return sum(f.n_samples for f in self.files)
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        return [p for f in self.files for p in f.points]
+
+    @property
+    def sample_files(self) -> list[str]:
+        return [str(f.path) for f in self.files for _ in range(f.n_samples)]
+
+    @property
+    def sample_labels(self) -> list[str]:
+        return [label for f in self.files for label in f.labels]
+
+
+def resolve_files(patterns: tuple[str, ...] | list[str]) -> tuple[list[Path], list[Problem]]:
+    """Expand globs in order; missing files, empty globs and repeated files are problems."""
+    paths: list[Path] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                problems.append(Problem(pattern, None, pattern, "a glob must match at least "
+                                        "one file", "check the folder and the pattern in data.files"))
+        else:
+            matches = [pattern]
+            if not os.path.isfile(pattern):
+                problems.append(Problem(pattern, None, pattern, "every listed file must exist",
+                                        "correct the path in data.files"))
+                continue
+        for match in matches:
+            real = os.path.realpath(match)
+            if real in seen:
+                problems.append(Problem(match, None, match, f"each file may appear once, but it "
+                                        f"is also matched as {seen[real]}",
+                                        "remove the repeated entry from data.files"))
+                continue
+            seen[real] = match
+            paths.append(Path(match))
+    return paths, problems
+
+
+def open_sweep_file(path: Path, chunks: dict[str, int] | None = None) -> xr.Dataset:
+    """Open one netCDF file lazily: CF decoding, cftime for every calendar, Dask chunks."""
+    coder = xr.coders.CFDatetimeCoder(use_cftime=True)
+    return xr.open_dataset(path, engine="netcdf4", chunks=chunks if chunks is not None else {},
+                           decode_times=coder, decode_timedelta=False, mask_and_scale=True)
+
+
+def _select(arr: xr.DataArray, config: DataConfig, where: str,
+            problems: list[Problem]) -> xr.DataArray | None:
+    """Apply data.select (labels), data.crop (indices) and data.coarsen (block means)."""
+    var = arr.name
+    for dim, spec in config.select.items():
+        if dim not in arr.dims and dim not in arr.coords:
+            problems.append(Problem(where, var, dim, f"data.select needs dim {dim!r}, which the "
+                                    f"variable lacks (dims {list(arr.dims)})",
+                                    "remove it from data.select or fix the file"))
+            return None
+        if isinstance(spec, dict):
+            spec = slice(spec.get("start"), spec.get("stop"))
+        try:
+            arr = arr.sel({dim: spec})
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(Problem(where, var, spec, f"data.select.{dim} must name labels of "
+                                    f"the coordinate ({exc})", "use values present in the file"))
+            return None
+    for dim, (start, stop) in config.crop.items():
+        if dim not in arr.dims or arr.sizes[dim] < stop:
+            size = arr.sizes.get(dim)
+            problems.append(Problem(where, var, [start, stop], f"data.crop.{dim} must lie within "
+                                    f"the dim (size {size})", "crop inside the grid"))
+            return None
+        arr = arr.isel({dim: slice(start, stop)})
+    if config.coarsen:
+        missing = [d for d in config.coarsen if d not in arr.dims]
+        if missing:
+            problems.append(Problem(where, var, missing, "data.coarsen dims must exist",
+                                    "coarsen only dims of the variable"))
+            return None
+        arr = arr.coarsen(config.coarsen, boundary="trim").mean(skipna=False, keep_attrs=True)
+    return arr
+
+
+def _field_conversion(arr: xr.DataArray, target: str, where: str,
+                      problems: list[Problem]) -> tuple[float, float] | None:
+    var = arr.name
+    units = arr.attrs.get("units")
+    if units is None:
+        problems.append(Problem(where, var, None, "a field variable must have a 'units' "
+                                "attribute (CF)", f"add units to {var!r} in the file, e.g. with "
+                                f"ncatted -a units,{var},c,c,'{target}'"))
+        return None
+    try:
+        return linear_conversion(units, target, where=f"file {where}, variable {var!r}")
+    except UnitsError as exc:
+        problems.append(Problem(where, var, units, f"units must parse and convert to the "
+                                f"canonical {target!r} ({exc})",
+                                "correct the file's units or the declared canonical units"))
+        return None
+
+
+def _grid_of(arr: xr.DataArray, spatial: tuple[str, ...]) -> Grid:
+    coords = {}
+    for dim in spatial:
+        if dim in arr.coords and arr[dim].dims == (dim,):
+            coords[dim] = (np.asarray(arr[dim].values), str(arr[dim].attrs.get("units", "1")))
+        else:
+            coords[dim] = (np.arange(arr.sizes[dim], dtype=np.float64), "1")
+    aux = {}
+    for name, coord in arr.coords.items():
+        if name in spatial or coord.ndim == 0 or not set(coord.dims) <= set(spatial):
+            continue
+        aux[str(name)] = (tuple(coord.dims), np.asarray(coord.values), dict(coord.attrs))
+    return Grid(spatial, tuple(arr.sizes[d] for d in spatial), coords, aux)
+
+
+def _compare_grid(ref: Grid, grid: Grid, where: str, var: str, ref_file: str,
+                  problems: list[Problem]) -> None:
+    if grid.shape != ref.shape:
+        problems.append(Problem(where, var, dict(zip(grid.dims, grid.shape)), "all files must "
+                                f"share one grid, but {ref_file} has "
+                                f"{dict(zip(ref.dims, ref.shape))}",
+                                "regrid the runs, or crop/coarsen them to one shape"))
+        return
+    for dim in ref.dims:
+        ref_values, ref_units = ref.coords[dim]
+        values, units = grid.coords[dim]
+        try:
+            values = np.asarray(values, dtype=np.float64)
+            if units != ref_units:
+                a, b = linear_conversion(units, ref_units)
+                values = a * values + b
+            same = np.allclose(values, np.asarray(ref_values, dtype=np.float64), rtol=1e-6,
+                               atol=0.0)
+        except (UnitsError, TypeError, ValueError):
+            same = False
+        if not same:
+            problems.append(Problem(where, dim, f"{_short(values)} {units}", "all files must "
+                                    f"share one grid, but {ref_file} has "
+                                    f"{_short(ref_values)} {ref_units} along {dim!r}",
+                                    "regrid the runs to a common grid"))
+    for name, (dims, ref_values, _) in ref.aux.items():
+        if name in grid.aux and grid.aux[name][0] == dims:
+            other = grid.aux[name][1]
+            if other.shape != ref_values.shape or not np.allclose(other, ref_values, rtol=1e-6,
+                                                                  equal_nan=True):
+                problems.append(Problem(where, name, _short(other.ravel()), "auxiliary "
+                                        f"coordinates must match those of {ref_file}",
+                                        "regrid the runs to a common grid"))
+
+
+def _short(values: Any) -> str:
+    values = np.asarray(values).ravel()
+    if values.size <= 4:
+        return str(values.tolist())
+    return f"[{values[0]}, {values[1]}, ..., {values[-1]}] ({values.size} values)"
+
+
+def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
+               ) -> tuple[FilePlan, Grid, dict[str, dict[str, str]]] | None:
+    where = str(path)
+    try:
+        ds = open_sweep_file(path)
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError ...
+        problems.append(Problem(where, None, type(exc).__name__, "every file must be a "
+                                f"readable netCDF file ({exc})", "regenerate or re-copy the "
+                                "file; it may be truncated or not netCDF"))
+        return None
+    arrays, conversions, attrs = {}, {}, {}
+    n_problems = len(problems)
+    for var in config.variables:
+        if var not in ds.data_vars and var not in ds.coords:
+            problems.append(Problem(where, var, var, f"the field variable must exist (the file "
+                                    f"has {sorted(map(str, ds.data_vars))})",
+                                    "correct data.variables or the file"))
+            continue
+        arr = _select(ds[var], config, where, problems)
+        if arr is None:
+            continue
+        missing_dims = [d for d in config.spatial_dims if d not in arr.dims]
+        extra = [d for d in arr.dims if d not in config.spatial_dims
+                 and d not in (config.sample_dims or ())]
+        if missing_dims or extra:
+            problems.append(Problem(
+                where, var, list(arr.dims),
+                f"the variable must have the {len(config.spatial_dims)} spatial dims "
+                f"{list(config.spatial_dims)} plus sample dims {list(config.sample_dims or ())}"
+                + (f"; missing {missing_dims}" if missing_dims else "")
+                + (f"; undeclared {extra}" if extra else ""),
+                "declare the dims in data.spatial_dims / data.sample_dims, or select/crop "
+                "away the extra ones with data.select"))
+            continue
+        conv = _field_conversion(arr, config.units[var], where, problems)
+        if conv is None:
+            continue
+        arrays[var], conversions[var] = arr, conv
+        attrs[var] = {k: str(arr.attrs[k]) for k in ("long_name", "standard_name", "units")
+                      if k in arr.attrs}
+    if len(problems) > n_problems or not arrays:
+        return None
+    first = arrays[config.variables[0]]
+    sample_dims = tuple(d for d in first.dims if d not in config.spatial_dims)
+    for var, arr in arrays.items():
+        if tuple(d for d in arr.dims if d not in config.spatial_dims) != sample_dims:
+            problems.append(Problem(where, var, list(arr.dims), "all field variables must "
+                                    f"have the same sample dims as {config.variables[0]!r}",
+                                    "select the variables to a common shape"))
+            return None
+    if config.sample_dims:
+        order = [d for d in config.sample_dims if d in sample_dims]
+        sample_dims = tuple(order)
+    shape = tuple(first.sizes[d] for d in sample_dims)
+    points = read_params(ds, first, path, config, sample_dims, shape, problems)
+    if points is None:
+        return None
+    labels = [", ".join(f"{d}={i}" for d, i in zip(sample_dims, idx)) or "the sample"
+              for idx in np.ndindex(*shape)] if shape else ["the sample"]
+    grid = _grid_of(first, config.spatial_dims)
+    return FilePlan(path, sample_dims, shape, points, labels, conversions), grid, attrs
+
+
+def plan_sweep(config: DataConfig) -> SweepPlan:
+    """Read the metadata of every file and check it; raise one error listing every problem.
+
+    Raises
+    ------
+    DataValidationError
+        Missing files, empty globs, unreadable files, missing variables, missing or wrong
+        units, dims, parameters, differing grids -- all problems found, each naming its file.
+    """
+    paths, problems = resolve_files(config.files)
+    files: list[FilePlan] = []
+    ref_grid: Grid | None = None
+    ref_file = ""
+    field_attrs: dict[str, dict[str, str]] = {}
+    for path in paths:
+        planned = _plan_file(path, config, problems)
+        if planned is None:
+            continue
+        file_plan, grid, attrs = planned
+        if ref_grid is None:
+            ref_grid, ref_file, field_attrs = grid, str(path), attrs
+        else:
+            _compare_grid(ref_grid, grid, str(path), config.variables[0], ref_file, problems)
+        files.append(file_plan)
+    raise_if_problems(problems)
+    assert ref_grid is not None  # at least one file planned when there are no problems
+    kinds = _param_kinds(config, [p for f in files for p in f.points], problems)
+    raise_if_problems(problems)
+    return SweepPlan(config, files, ref_grid, field_attrs, kinds)
+
+
+def _param_kinds(config: DataConfig, points: list[dict[str, Any]],
+                 problems: list[Problem]) -> dict[str, str]:
+    kinds = {}
+    for key, src in config.params.items():
+        numeric = all(isinstance(p[key], (int, float, np.integer, np.floating))
+                      and not isinstance(p[key], bool) for p in points)
+        kind = src.kind or ("continuous" if numeric else "categorical")
+        if kind == "continuous" and not numeric:
+            bad = next(p[key] for p in points if not isinstance(p[key], (int, float)))
+            problems.append(Problem(f"data.params.{key}", None, bad, "a continuous parameter "
+                                    "must be a number in every file",
+                                    "declare kind: categorical, or fix the files"))
+        kinds[key] = kind
+    return kinds
+
+
+def chunk_samples(plan: SweepPlan, chunk_mb: float | None = None) -> int:
+    """Samples per Dask chunk so that one float32 chunk of all channels is ~``chunk_mb``."""
+    per_sample = 4 * len(plan.config.variables) * int(np.prod(plan.grid.shape, dtype=np.int64))
+    target = (chunk_mb or plan.config.chunk_mb) * 2 ** 20
+    return max(1, int(math.floor(target / per_sample)))
+
+
+def build_fields(plan: SweepPlan, samples_per_chunk: int | None = None) -> da.Array:
+    """Lazy ``(sample, channel, *spatial)`` float32 array of the sweep in canonical units.
+
+    Each file is opened with xarray and Dask (chunked along its first sample dim), selected,
+    converted by ``a * x + b`` and reshaped; files are concatenated along ``sample`` and the
+    result rechunked to ``samples_per_chunk`` samples with whole fields per chunk.
+    """
+    config = plan.config
+    k = samples_per_chunk or chunk_samples(plan)
+    parts = []
+    for fp in plan.files:
+        inner = int(np.prod(fp.sample_shape[1:], dtype=np.int64)) if fp.sample_dims else 1
+        chunks = {d: -1 for d in config.spatial_dims}
+        for i, d in enumerate(fp.sample_dims):
+            chunks[d] = max(1, k // inner) if i == 0 else -1
+        ds = open_sweep_file(fp.path, chunks)
+        channels = []
+        for var in config.variables:
+            arr = _select(ds[var], config, str(fp.path), [])
+            a, b = fp.conversions[var]
+            data = arr.transpose(*fp.sample_dims, *config.spatial_dims).data
+            data = data.astype(np.float64) * a + b if (a, b) != (1.0, 0.0) else data
+            data = data.astype(np.float32).reshape((fp.n_samples,) + plan.grid.shape)
+            channels.append(data)
+        parts.append(da.stack(channels, axis=1))
+    fields = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    if config.missing == "fill":
+        fields = da.where(da.isnan(fields), np.float32(config.fill_value), fields)
+    return fields.rechunk((k, len(config.variables)) + plan.grid.shape)
+
+
+# --------------------------------------------------------------------------------------
+# Parameters of each sample
+# --------------------------------------------------------------------------------------
+
+_VALUE_WITH_UNITS = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s+(\S.*)$")
+
+
+def read_params(ds: xr.Dataset, arr: xr.DataArray, path: Path, config: DataConfig,
+                sample_dims: tuple[str, ...], shape: tuple[int, ...],
+                problems: list[Problem]) -> list[dict[str, Any]] | None:
+    """One dict of canonical parameter values per sample of ``arr`` (C order of ``shape``)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    columns: dict[str, np.ndarray] = {}
+    before = len(problems)
+    for key, src in config.params.items():
+        try:
+            raw, units = _raw_param(ds, arr, path, src, sample_dims)
+            values = _to_canonical(raw, units, src, str(path))
+            columns[key] = np.broadcast_to(values, shape) if shape else np.asarray(values)
+        except _ParamError as exc:
+            problems.append(Problem(str(path), exc.variable, exc.value, exc.rule, exc.fix))
+        except ValueError as exc:  # broadcasting a coordinate that does not fit the samples
+            problems.append(Problem(str(path), src.name, None, f"parameter {key!r} must be "
+                                    f"scalar or lie along the sample dims ({exc})",
+                                    "take the parameter from a scalar or 1D coordinate"))
+    if len(problems) > before:
+        return None
+    points = []
+    for i in range(n):
+        idx = np.unravel_index(i, shape) if shape else ()
+        points.append({key: _plain(col[idx]) for key, col in columns.items()})
+    return points
+
+
+class _ParamError(Exception):
+    def __init__(self, variable: str | None, value: Any, rule: str, fix: str):
+        super().__init__(rule)
+        self.variable, self.value, self.rule, self.fix = variable, value, rule, fix
+
+
+def _plain(value: Any) -> Any:
+    value = value.item() if isinstance(value, np.generic) else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _raw_param(ds: xr.Dataset, arr: xr.DataArray, path: Path, src: ParamSource,
+               sample_dims: tuple[str, ...]) -> tuple[Any, str | None]:
+    """The value(s) of one parameter as stored, and their units in the file (or None)."""
+    key = f"data.params.{src.key}"
+    if src.source == "filename":
+        match = re.search(src.pattern, path.name)
+        if match is None:
+            raise _ParamError(None, path.name, f"{key}.pattern {src.pattern!r} must match the "
+                              "file name", "rename the file or correct the pattern")
+        text = match.group("value") if "value" in match.re.groupindex else match.group(1)
+        return _number_or_text(text), src.file_units or src.units
+    if src.source in ("coordinate", "time"):
+        if src.name not in ds.variables:
+            raise _ParamError(src.name, None, f"{key}: coordinate {src.name!r} must exist in "
+                              "the file", "correct data.params name or the file")
+        coord = ds[src.name]
+        if src.source == "coordinate" and src.name in arr.coords:
+            coord = arr.coords[src.name]  # follows data.select/crop along the sample dims
+        bad = [d for d in coord.dims if d not in sample_dims]
+        if bad:
+            raise _ParamError(src.name, list(coord.dims), f"{key}: the coordinate must be "
+                              f"scalar or lie along the sample dims {list(sample_dims)}",
+                              "take the parameter from a scalar or 1D sample coordinate")
+        if src.source == "time":
+            return _time_numbers(coord, src, key), None
+        values = coord.transpose(*[d for d in sample_dims if d in coord.dims])
+        expanded = values.expand_dims([d for d in sample_dims if d not in coord.dims])
+        expanded = expanded.transpose(*sample_dims).values
+        return expanded, coord.attrs.get("units", src.file_units)
+    holder = ds.attrs if src.source == "global_attribute" else ds[src.variable or arr.name].attrs
+    place = "global attributes" if src.source == "global_attribute" else \
+        f"attributes of variable {src.variable or arr.name!r}"
+    if src.name not in holder:
+        raise _ParamError(src.variable if src.source == "variable_attribute" else None, None,
+                          f"{key}: parameter attribute {src.name!r} must be among the {place} "
+                          f"(found {sorted(holder)})", "add it to the file or correct the "
+                          "name in the configuration")
+    value = holder[src.name]
+    units_attr = src.units_attribute or f"{src.name}_units"
+    if src.units_attribute and units_attr not in holder:
+        raise _ParamError(None, None, f"{key}.units_attribute {units_attr!r} must be among "
+                          f"the {place}", "correct units_attribute")
+    units = holder.get(units_attr)
+    if isinstance(value, str):
+        match = _VALUE_WITH_UNITS.match(value)
+        if match and units is None:
+            return float(match.group(1)), match.group(2)
+        value = _number_or_text(value)
+    elif isinstance(value, np.ndarray) and value.size == 1:
+        value = value.item()
+    return value, units if units is not None else src.file_units
+
+
+def _number_or_text(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
+
+
+def _time_numbers(coord: xr.DataArray, src: ParamSource, key: str) -> np.ndarray:
+    import cftime
+
+    values = np.asarray(coord.values)
+    calendar = src.calendar or coord.encoding.get("calendar") or "standard"
+    flat = values.ravel()
+    if flat.size and isinstance(flat[0], np.datetime64):
+        flat = np.array([cftime.DatetimeProlepticGregorian(*_ymdhms(v)) for v in flat])
+    try:
+        numbers = cftime.date2num(list(flat), src.units, calendar=calendar)
+    except (ValueError, TypeError) as exc:
+        raise _ParamError(src.name, _short(flat), f"{key}: time values must convert to "
+                          f"{src.units!r} in calendar {calendar!r} ({exc})",
+                          "declare a reference date and calendar that fit the file") from None
+    return np.asarray(numbers, dtype=np.float64).reshape(values.shape)
+
+
+def _ymdhms(value: np.datetime64) -> tuple[int, ...]:
+    import datetime as _dt
+
+    stamp = value.astype("datetime64[us]").astype(_dt.datetime)
+    return (stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second)
+
+
+def _to_canonical(raw: Any, units: str | None, src: ParamSource, where: str) -> Any:
+    key = f"data.params.{src.key}"
+    values = np.asarray(raw)
+    numeric = values.dtype.kind in "iufb" and values.dtype.kind != "b"
+    if src.kind == "categorical" or not numeric or src.source == "time":
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            raise _ParamError(src.name, _short(values), f"{key}: parameter values must be "
+                              "finite", "fix the file")
+        return values
+    if not np.all(np.isfinite(values)):
+        raise _ParamError(src.name, _short(values), f"{key}: parameter values must be finite",
+                          "fix the file")
+    if units is None:
+        if parse_units(src.units).unit.dimensionless and parse_units(src.units).scale == 1.0:
+            return values.astype(np.float64)
+        raise _ParamError(src.name, _short(values), f"{key}: the units of the parameter must "
+                          "be known (a units attribute, a '<name>_units' attribute, a value "
+                          "like '300 K', or a declared file_units)",
+                          f"add the units to the file or declare file_units (e.g. "
+                          f"{src.units!r}) in {key}")
+    try:
+        a, b = linear_conversion(str(units), src.units, where=f"{where}, parameter {src.key!r}")
+    except UnitsError as exc:
+        raise _ParamError(src.name, f"{_short(values)} {units}", f"{key}: parameter units must "
+                          f"convert to the canonical {src.units!r} ({exc})",
+                          "correct the units in the file or the declared canonical units") from None
+    return values.astype(np.float64) * a + b

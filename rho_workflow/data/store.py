@@ -1,0 +1,481 @@
+"""The training store: a sweep preprocessed by one Dask graph, and its reader.
+
+:func:`preprocess` plans the sweep (metadata checks), builds one graph that reads every file
+once and, from the same chunks, writes the fields in canonical units to a temporary store,
+computes the normalization statistics (pairwise-combined moments over the training split)
+and the value checks (NaN/inf outside the mask, changing masks, duplicate runs). Only when
+every check passes are the transform, mask and provenance added and the store moved into
+place (``os.replace``); otherwise the temporary store is deleted and one
+:class:`~rho_workflow.data.validate.DataValidationError` lists every problem.
+
+Store layout (zarr directory, or netCDF file when the path ends in ``.nc``): one variable per
+field (``sample, *spatial``, float32, canonical ``units``, NaN at masked points), spatial
+coordinates with units, parameters as ``sample`` coordinates with units, a CF flag
+coordinate ``split`` (0 train, 1 validation, 2 held_out), ``source_file``/``source_index``,
+an optional ``valid_mask`` (``channel, *spatial``), and JSON attributes ``rho_*`` (transform,
+parameter space, statistics, resolved config, provenance). Fields are stored in physical
+units; :class:`TrainingStore` applies the recorded transform when reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from rho_workflow import __version__
+from rho_workflow.data.config import DataConfig
+from rho_workflow.data.ingest import SAMPLE_DIM, SweepPlan, build_fields, plan_sweep
+from rho_workflow.data.netcdf import CONVENTIONS, history_line, replace_path, temporary_path
+from rho_workflow.data.transforms import (Affine, Chain, Log, MinMax, PerChannel, Transform,
+                                          transform_from_dict)
+from rho_workflow.data.validate import (DataValidationError, Problem, block_summary,
+                                        combine_stats, judge_summaries)
+from rho_workflow.params import Parameter, ParamSpace
+
+__all__ = ["StoreInfo", "TrainingStore", "preprocess", "open_store", "assign_split",
+           "build_transform", "build_param_space", "SPLITS", "STORE_VERSION"]
+
+SPLITS = ("train", "validation", "held_out")
+STORE_VERSION = 1
+
+
+@dataclass
+class StoreInfo:
+    """Summary of a finished :func:`preprocess`: where the store is and what it holds."""
+
+    path: Path
+    format: str
+    n_samples: int
+    variables: tuple[str, ...]
+    spatial_dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    param_space: ParamSpace
+    transform: Transform
+    split_counts: dict[str, int]
+    bytes_read: int
+    seconds: float
+
+    @property
+    def throughput_mb_s(self) -> float:
+        """Megabytes (1e6 B) of field data read per second of the whole preprocessing."""
+        return self.bytes_read / 1e6 / self.seconds if self.seconds > 0 else float("nan")
+
+    def open(self) -> "TrainingStore":
+        return open_store(self.path)
+
+
+# --------------------------------------------------------------------------------------
+# Plan-level pieces: split, parameter space, transform
+# --------------------------------------------------------------------------------------
+
+def assign_split(points: Sequence[dict[str, Any]], files: Sequence[str], validation: float,
+                 held_out: float, seed: int) -> np.ndarray:
+    """Split code per sample (0 train, 1 validation, 2 held_out), by run.
+
+    Samples sharing a parameter point (realizations of one run) -- or, without parameters,
+    sharing a file -- stay together; groups are shuffled with ``seed`` and the first
+    ``round(held_out * G)`` held out, the next ``round(validation * G)`` kept for validation;
+    at least one group always remains for training.
+    """
+    keys = [json.dumps(p, sort_keys=True, default=str) if p else f for p, f in zip(points, files)]
+    groups = sorted(set(keys))
+    n = len(groups)
+    n_held, n_val = int(round(held_out * n)), int(round(validation * n))
+    while n_held + n_val >= n and n_held + n_val > 0:
+        if n_held >= n_val:
+            n_held -= 1
+        else:
+            n_val -= 1
+    order = np.random.default_rng(seed).permutation(n)
+    code = {}
+    for rank, g in enumerate(order):
+        code[groups[g]] = 2 if rank < n_held else 1 if rank < n_held + n_val else 0
+    return np.array([code[k] for k in keys], dtype=np.int8)
+
+
+def build_param_space(plan: SweepPlan) -> ParamSpace:
+    """Parameters with canonical units; ranges declared in the config or spanning the data."""
+    params = []
+    points = plan.points
+    for key, src in plan.config.params.items():
+        values = [p[key] for p in points]
+        if plan.param_kinds[key] == "categorical":
+            uniq = list(dict.fromkeys(values))
+            try:
+                uniq = sorted(uniq)
+            except TypeError:
+                pass
+            params.append(Parameter(key, src.units, "categorical", values=tuple(uniq)))
+        else:
+            arr = np.asarray(values, dtype=np.float64)
+            low = src.low if src.low is not None else float(arr.min())
+            high = src.high if src.high is not None else float(arr.max())
+            params.append(Parameter(key, src.units, "continuous", low=low, high=high))
+    return ParamSpace(params)
+
+
+def build_transform(stats: Sequence[dict[str, float]], log_channels: Sequence[int],
+                    floor: float, normalize: str) -> Transform:
+    """Per channel: optional ``Log(floor)`` then ``Affine`` (standard) or ``MinMax``."""
+    chains = []
+    for c, s in enumerate(stats):
+        steps: list[Transform] = [Log(floor)] if c in log_channels else []
+        if normalize == "standard":
+            scale = s["std"] if s["std"] > 0 and np.isfinite(s["std"]) else 1.0
+            steps.append(Affine(shift=[s["mean"]], scale=[scale], axis=1))
+        elif normalize == "minmax":
+            lo, hi = s["min"], s["max"]
+            if not hi > lo:
+                lo, hi = lo - 0.5, lo + 0.5
+            steps.append(MinMax(lo, hi))
+        chains.append(Chain(steps))
+    return chains[0] if len(chains) == 1 else PerChannel(chains, axis=1)
+
+
+# --------------------------------------------------------------------------------------
+# preprocess
+# --------------------------------------------------------------------------------------
+
+def _store_format(config: DataConfig, path: Path) -> str:
+    if config.store_format:
+        return config.store_format
+    return "netcdf" if path.suffix in (".nc", ".nc4") else "zarr"
+
+
+def _output_dataset(plan: SweepPlan, fields: da.Array, split: np.ndarray) -> xr.Dataset:
+    config, grid = plan.config, plan.grid
+    dims = (SAMPLE_DIM,) + grid.dims
+    data_vars = {}
+    for c, var in enumerate(config.variables):
+        attrs = {k: v for k, v in plan.field_attrs.get(var, {}).items() if k != "units"}
+        attrs["units"] = config.units[var]
+        data_vars[var] = xr.Variable(dims, fields[:, c], attrs=attrs)
+    coords: dict[str, Any] = {}
+    for dim, (values, units) in grid.coords.items():
+        coords[dim] = xr.Variable((dim,), values, attrs={"units": units})
+    for name, (cdims, values, attrs) in grid.aux.items():
+        keep = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
+        coords[name] = xr.Variable(cdims, values, attrs=keep)
+    points = plan.points
+    for key, src in config.params.items():
+        values = [p[key] for p in points]
+        kind = plan.param_kinds[key]
+        arr = np.asarray([str(v) for v in values]) if kind == "categorical" and not all(
+            isinstance(v, (int, float)) for v in values) else np.asarray(values)
+        coords[key] = xr.Variable((SAMPLE_DIM,), arr, attrs={
+            "units": src.units, "long_name": f"parameter {key}", "rho_role": "parameter",
+            "rho_kind": kind})
+    coords["split"] = xr.Variable((SAMPLE_DIM,), split, attrs={
+        "long_name": "training split", "flag_values": np.array([0, 1, 2], dtype=np.int8),
+        "flag_meanings": " ".join(SPLITS)})
+    coords["source_file"] = xr.Variable((SAMPLE_DIM,), np.asarray(plan.sample_files, dtype=str),
+                                        attrs={"long_name": "file the sample was read from"})
+    index = np.concatenate([np.arange(f.n_samples) for f in plan.files]).astype(np.int32)
+    coords["source_index"] = xr.Variable((SAMPLE_DIM,), index,
+                                         attrs={"long_name": "sample index within its file"})
+    return xr.Dataset(data_vars, coords=coords, attrs={"Conventions": CONVENTIONS})
+
+
+def _compute(client: Any, progress: bool, *collections: Any) -> tuple:
+    if client is not None:
+        futures = client.compute(list(collections))
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures, notebook=False)
+            print(file=sys.stderr)
+        return tuple(client.gather(futures))
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            return dask.compute(*collections)
+    return dask.compute(*collections)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = None,
+               progress: bool = True) -> StoreInfo:
+    """Validate a sweep and write its training store with one Dask graph.
+
+    Parameters
+    ----------
+    config : DataConfig
+        The ``data:`` section.
+    store_path : path-like
+        Target store: a zarr directory, or a netCDF file (``.nc``); replaced atomically.
+    client : distributed.Client, optional
+        Cluster to run the graph on; Dask's default scheduler when None.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Raises
+    ------
+    DataValidationError
+        Any metadata or value problem; nothing is written to ``store_path``.
+    """
+    start = time.perf_counter()
+    store_path = Path(store_path)
+    fmt = _store_format(config, store_path)
+    plan = plan_sweep(config)
+    split = assign_split(plan.points, plan.sample_files, config.split.validation,
+                         config.split.held_out, config.split.seed)
+    fields = build_fields(plan)
+    out = _output_dataset(plan, fields, split)
+    log_channels = [config.variables.index(v) for v in config.transform.log]
+    reference = da.isnan(fields[0]) if config.missing == "fixed-mask" else None
+    ref_delayed = reference.to_delayed().ravel()[0] if reference is not None else None
+    train = split == 0
+    offsets = np.cumsum((0,) + fields.chunks[0])
+    summaries = [
+        dask.delayed(block_summary, pure=True)(block, train[offsets[i]:offsets[i + 1]],
+                                               ref_delayed, log_channels, config.transform.floor)
+        for i, block in enumerate(fields.to_delayed().ravel())
+    ]
+    tmp = temporary_path(store_path)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if fmt == "zarr":
+            write = out.to_zarr(tmp, mode="w", compute=False, consolidated=False,
+                                zarr_format=2)
+        else:
+            write = out.to_netcdf(tmp, engine="netcdf4", compute=False)
+        _, summaries_done, reference_done = _compute(client, progress, write, summaries,
+                                                     ref_delayed)
+        problems = judge_summaries(summaries_done, plan.sample_files, plan.sample_labels,
+                                   config.variables, config.missing, config.allow_duplicates)
+        if problems:
+            raise DataValidationError(problems)
+        stats = [combine_stats([s["stats"][c] for s in summaries_done])
+                 for c in range(len(config.variables))]
+        empty = [v for v, s in zip(config.variables, stats) if s["count"] == 0]
+        if empty:
+            raise DataValidationError([Problem(str(config.files), v, 0, "the training split "
+                                               "must hold valid values", "check the mask and "
+                                               "the split fractions") for v in empty])
+        transform = build_transform(stats, log_channels, config.transform.floor,
+                                    config.transform.normalize)
+        param_space = build_param_space(plan)
+        _finish(tmp, fmt, plan, transform, param_space, stats, reference_done, split)
+        replace_path(tmp, store_path)
+    finally:
+        _remove(tmp)
+    counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
+    seconds = time.perf_counter() - start
+    nbytes = fields.nbytes
+    if progress:
+        print(f"preprocess: {plan.n_samples} samples from {len(plan.files)} files -> "
+              f"{store_path} ({fmt}) in {seconds:.1f} s, "
+              f"{nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s; split {counts}", file=sys.stderr)
+    return StoreInfo(store_path, fmt, plan.n_samples, config.variables, plan.grid.dims,
+                     plan.grid.shape, param_space, transform, counts, nbytes, seconds)
+
+
+def _finish(tmp: Path, fmt: str, plan: SweepPlan, transform: Transform, param_space: ParamSpace,
+            stats: list[dict[str, float]], reference: np.ndarray | None,
+            split: np.ndarray) -> None:
+    """Add mask, transform, statistics and provenance to the written temporary store."""
+    config = plan.config
+    attrs = {
+        "Conventions": CONVENTIONS,
+        "title": "rho_workflow training store",
+        "history": history_line(f"preprocess of {len(plan.files)} file(s)"),
+        "rho_store_version": STORE_VERSION,
+        "rho_variables": json.dumps(list(config.variables)),
+        "rho_spatial_dims": json.dumps(list(plan.grid.dims)),
+        "rho_field_attrs": json.dumps({v: {**plan.field_attrs.get(v, {}),
+                                           "units": config.units[v]} for v in config.variables}),
+        "rho_transform": json.dumps(transform.to_dict()),
+        "rho_param_space": json.dumps(param_space.to_dict()),
+        "rho_stats": json.dumps(stats),
+        "rho_missing": config.missing,
+        "rho_config": json.dumps(config.to_dict()),
+        "rho_provenance": json.dumps({
+            "rho_workflow": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "xarray": xr.__version__, "dask": dask.__version__,
+            "host": platform.node(), "n_files": len(plan.files), "n_samples": plan.n_samples,
+            "split_counts": {n: int((split == i).sum()) for i, n in enumerate(SPLITS)},
+            "created": history_line("created").split(" ")[0],
+        }),
+    }
+    extra = xr.Dataset(attrs=attrs)
+    if reference is not None:
+        valid = ~np.asarray(reference, dtype=bool)
+        extra["valid_mask"] = xr.Variable(("channel",) + plan.grid.dims, valid.astype(np.int8),
+                                          attrs={"long_name": "1 where the field is defined, "
+                                                 "0 at fixed missing points (e.g. land)",
+                                                 "flag_values": np.array([0, 1], dtype=np.int8),
+                                                 "flag_meanings": "missing valid"})
+        extra = extra.assign_coords(channel=("channel", list(config.variables)))
+    if fmt == "zarr":
+        import zarr
+
+        extra.to_zarr(tmp, mode="a", consolidated=False, zarr_format=2)
+        group = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
+        group.attrs.update(attrs)
+        zarr.consolidate_metadata(str(tmp), zarr_format=2)
+    else:
+        extra.to_netcdf(tmp, mode="a", engine="netcdf4")
+
+
+# --------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------
+
+def open_store(path: str | os.PathLike) -> "TrainingStore":
+    """Open a store written by :func:`preprocess` (lazily; values are read on demand)."""
+    return TrainingStore(path)
+
+
+class TrainingStore:
+    """Read access to a training store: fields, parameters, transform, grid, mask, splits."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"training store {self.path} does not exist; run the "
+                                    "preprocess stage first")
+        if self.path.is_dir():
+            self.dataset = xr.open_zarr(self.path, consolidated=True)
+        else:
+            self.dataset = xr.open_dataset(self.path, engine="netcdf4", chunks={})
+        attrs = self.dataset.attrs
+        if "rho_store_version" not in attrs:
+            raise ValueError(f"{self.path} is not a rho_workflow training store (attribute "
+                             "rho_store_version missing); write it with preprocess")
+        self.variables: list[str] = json.loads(attrs["rho_variables"])
+        self.spatial_dims: list[str] = json.loads(attrs["rho_spatial_dims"])
+        self.field_attrs: dict[str, dict[str, str]] = json.loads(attrs["rho_field_attrs"])
+        self.transform: Transform = transform_from_dict(json.loads(attrs["rho_transform"]))
+        self.param_space = ParamSpace.from_dict(json.loads(attrs["rho_param_space"]))
+        self.stats: list[dict[str, float]] = json.loads(attrs["rho_stats"])
+        self.config: dict[str, Any] = json.loads(attrs["rho_config"])
+        self.provenance: dict[str, Any] = json.loads(attrs["rho_provenance"])
+        self._split = np.asarray(self.dataset["split"].values)
+        self.mask: np.ndarray | None = None
+        if "valid_mask" in self.dataset:
+            self.mask = np.asarray(self.dataset["valid_mask"].values).astype(bool)
+
+    # -- shape and labels ------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return int(self.dataset.sizes[SAMPLE_DIM])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape of one field."""
+        return tuple(int(self.dataset.sizes[d]) for d in self.spatial_dims)
+
+    @property
+    def coords(self) -> dict[str, tuple[np.ndarray, str]]:
+        """``dim -> (values, units)`` of every spatial dim."""
+        return {d: (np.asarray(self.dataset[d].values), str(self.dataset[d].attrs.get("units", "1")))
+                for d in self.spatial_dims}
+
+    def split_indices(self, split: str | None = "train") -> np.ndarray:
+        """Sample indices of one split (``train``, ``validation``, ``held_out``) or all."""
+        if split is None or split == "all":
+            return np.arange(self.n_samples)
+        if split not in SPLITS:
+            raise ValueError(f"split {split!r} is not one of {SPLITS + ('all',)}")
+        return np.flatnonzero(self._split == SPLITS.index(split))
+
+    def points(self, split: str | None = "train",
+               indices: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """Parameter dicts (canonical units) of the samples of a split, or of ``indices``."""
+        idx = self.split_indices(split) if indices is None else np.asarray(indices)
+        columns = {p.name: np.asarray(self.dataset[p.name].values)[idx]
+                   for p in self.param_space.params}
+        out = []
+        for i in range(len(idx)):
+            point = {}
+            for p in self.param_space.params:
+                v = columns[p.name][i]
+                v = v.item() if isinstance(v, np.generic) else v
+                if p.kind == "categorical" and isinstance(v, str):
+                    v = next((c for c in p.values if str(c) == v), v)
+                point[p.name] = v
+            out.append(point)
+        return out
+
+    # -- values ----------------------------------------------------------------------------
+    def fields(self, split: str | None = None) -> da.Array:
+        """Lazy ``(N, C, *spatial)`` float32 fields in physical (canonical) units."""
+        arrays = [self.dataset[v].data for v in self.variables]
+        stacked = da.stack(arrays, axis=1)
+        if split is None or split == "all":
+            return stacked
+        return stacked[self.split_indices(split)]
+
+    def normalize(self, physical: np.ndarray) -> np.ndarray:
+        """Transform ``(N, C, *spatial)`` physical values; masked points become 0 (float32)."""
+        y = self.transform.forward(np.asarray(physical, dtype=np.float64))
+        if self.mask is not None:
+            y = np.where(self.mask[None], y, 0.0)
+        return np.nan_to_num(y, nan=0.0).astype(np.float32) if self.mask is not None \
+            else y.astype(np.float32)
+
+    def denormalize(self, normalized: np.ndarray) -> np.ndarray:
+        """Inverse transform to physical units (float64); NaN restored at masked points."""
+        x = self.transform.inverse(np.asarray(normalized, dtype=np.float64))
+        if self.mask is not None:
+            x = np.where(self.mask[None], x, np.nan)
+        return x
+
+    def to_numpy(self, split: str | None = "train", max_bytes: int = 2 ** 31
+                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """All fields of a split, normalized, as float32 ``(N, C, *spatial)``, with points.
+
+        For small stores; stream large ones with
+        :class:`rho_workflow.training.dataset.StoreDataset`.
+        """
+        idx = self.split_indices(split)
+        nbytes = 4 * len(idx) * len(self.variables) * int(np.prod(self.shape))
+        if nbytes > max_bytes:
+            raise MemoryError(f"split {split!r} of {self.path} holds {nbytes / 2**30:.2f} GiB, "
+                              f"more than max_bytes={max_bytes / 2**30:.2f} GiB; stream it with "
+                              "rho_workflow.training.dataset.StoreDataset instead")
+        physical = self.fields()[idx].compute(scheduler="threads") if len(idx) else \
+            np.zeros((0, len(self.variables)) + self.shape, np.float32)
+        return self.normalize(physical), self.points(indices=idx)
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-able description for checkpoints and output datasets."""
+        return {
+            "variables": [{"name": v, **self.field_attrs.get(v, {})} for v in self.variables],
+            "spatial_dims": list(self.spatial_dims),
+            "coords": {d: {"values": vals.tolist(), "units": u}
+                       for d, (vals, u) in self.coords.items()},
+            "transform": self.transform.to_dict(),
+            "param_space": self.param_space.to_dict(),
+            "mask": None if self.mask is None else self.mask.astype(int).tolist(),
+            "store": str(self.path),
+            "provenance": self.provenance,
+        }
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def __enter__(self) -> "TrainingStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,91 @@
+"""make-data -> preprocess -> store -> dataset, on real netCDF files and real Dask clusters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from rho_workflow.data.config import DataConfig
+from rho_workflow.data.make_data import write_sweep
+from rho_workflow.data.store import SPLITS, assign_split, open_store, preprocess
+from rho_workflow.data.transforms import transform_from_dict
+
+SH = dict(variables=["density"], spatial_dims=["x", "y", "z"], units="1",
+          params={"l": {"source": "global_attribute", "kind": "categorical"},
+                  "m": {"source": "global_attribute", "kind": "categorical"}})
+LOGNORMAL = dict(variables=["density"], spatial_dims=["x", "y"], sample_dims=["realization"],
+                 units="1", transform={"log": True, "floor": 1e-8},
+                 params={"index": {"source": "variable_attribute"},
+                         "amplitude": {"source": "variable_attribute", "units": "Mparsec2"}},
+                 split={"validation": 0.2, "held_out": 0.2, "seed": 3})
+
+
+@pytest.fixture(scope="module")
+def lognormal_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lognormal")
+    write_sweep("lognormal-field", out, runs=10, seed=4, size=8, realizations=3)
+    return out
+
+
+def _config(base, files, **extra):
+    return DataConfig.from_dict({**base, "files": str(files / "*.nc"), **extra})
+
+
+@pytest.mark.parametrize("suffix", ["zarr", "nc"])
+def test_store_roundtrip_physical_units(lognormal_files, tmp_path, suffix):
+    info = preprocess(_config(LOGNORMAL, lognormal_files), tmp_path / f"store.{suffix}",
+                      progress=False)
+    assert info.n_samples == 30 and info.shape == (8, 8)
+    assert info.split_counts == {"train": 18, "validation": 6, "held_out": 6}
+    store = open_store(info.path)
+    # the store holds the files' values in canonical units, sample by sample
+    raw = xr.open_mfdataset(sorted(lognormal_files.glob("*.nc")), combine="nested",
+                            concat_dim="realization")
+    expected = raw["density"].values.reshape(30, 1, 8, 8)
+    np.testing.assert_allclose(store.fields().compute(), expected, rtol=1e-6)
+    # normalized training data: log then standardization fitted on the training split
+    x, points = store.to_numpy("train")
+    assert x.dtype == np.float32 and x.shape == (18, 1, 8, 8)
+    assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-4
+    np.testing.assert_allclose(store.denormalize(x), expected[store.split_indices("train")],
+                               rtol=1e-5)
+    # realizations of a run share their parameter point and their split
+    train_pts = {json.dumps(p, sort_keys=True) for p in points}
+    held_pts = {json.dumps(p, sort_keys=True) for p in store.points("held_out")}
+    assert len(train_pts) == 6 and len(held_pts) == 2 and not train_pts & held_pts
+    assert store.param_space["amplitude"].units == "Mparsec2"
+    assert store.dataset["amplitude"].attrs["units"] == "Mparsec2"
+    assert store.coords["x"][1] == "Mparsec"
+    assert store.field_attrs["density"]["units"] == "1"
+    t = transform_from_dict(store.transform.to_dict())
+    np.testing.assert_allclose(t.forward(expected), store.transform.forward(expected))
+    assert store.provenance["n_files"] == 10
+    assert DataConfig.from_dict(store.config) == _config(LOGNORMAL, lognormal_files)
+
+
+def test_split_keeps_parameter_points_together():
+    points = [{"a": i // 3} for i in range(30)]
+    split = assign_split(points, ["f"] * 30, 0.2, 0.2, seed=0)
+    for g in range(10):
+        assert len(set(split[3 * g:3 * g + 3])) == 1
+    assert [(split == i).sum() // 3 for i in range(3)] == [6, 2, 2]
+    assert set(SPLITS) == {"train", "validation", "held_out"}
+
+
+def test_preprocess_on_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    write_sweep("spherical-harmonics", tmp_path / "sh", runs=6, seed=1, size=6)
+    config = _config(SH, tmp_path / "sh", chunk_mb=0.002)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  protocol="tcp", host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        info = preprocess(config, tmp_path / "store.zarr", client=client, progress=False)
+    local = preprocess(config, tmp_path / "local.zarr", progress=False)
+    a, pa = open_store(info.path).to_numpy(None)
+    b, pb = open_store(local.path).to_numpy(None)
+    np.testing.assert_array_equal(a, b)
+    assert pa == pb and {(p["l"], p["m"]) for p in pa} == {(0, 0), (1, -1), (1, 0), (1, 1),
+                                                            (2, -2), (2, -1)}
