@@ -178,3 +178,17 @@ def test_unknown_names_list_the_valid_ones(space):
 def test_condition_encoder_rejects_mismatched_width(space):
     with pytest.raises(ValueError, match="emb_dim"):
         ConditionEncoder(FeatureEncoder(space, 8), emb_dim=16)
+
+
+def test_hash_encoder_refuses_float32_cond(space):
+    cond = cond_of(space, [{"n": -2.01, "L": 20.0, "model": 3}])
+    enc = make_condition_encoder("hash", space, emb_dim=8)
+    assert enc(cond).shape == (1, 8)
+    with pytest.raises(TypeError, match="float64"):
+        enc(cond.float())
+
+
+def test_non_finite_cond_is_an_error(space):
+    enc = make_condition_encoder("features", space, emb_dim=8)
+    with pytest.raises(ValueError, match="NaN"):
+        enc(torch.tensor([[float("nan"), 20.0, 0.0]], dtype=torch.float64))

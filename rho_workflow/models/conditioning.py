@@ -137,6 +137,11 @@ def check_cond(cond: torch.Tensor, param_space: ParamSpace, batch_size: int | No
             f"parameters {names}: pass shape (B, {len(names)}) from ParamSpace.to_array, "
             "or None for the null condition"
         )
+    if not bool(torch.isfinite(cond).all()):
+        raise ValueError(
+            "cond holds NaN or infinite values; every row must be a valid parameter point "
+            "(ParamSpace.to_array), or pass cond=None for the null condition"
+        )
     if batch_size is not None and cond.shape[0] != batch_size:
         raise ValueError(
             f"cond holds {cond.shape[0]} rows but the batch holds {batch_size} samples; "
@@ -208,6 +213,12 @@ class HashEncoder(nn.Module):
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         check_cond(cond, self.param_space)
+        if cond.dtype != torch.float64:
+            raise TypeError(
+                f"HashEncoder: cond has dtype {cond.dtype}, but the hash depends on the exact value "
+                "(float32 turns -2.01 into -2.0099999904632568, an unrelated code); pass the float64 "
+                "array of ParamSpace.to_array unchanged"
+            )
         codes = self.codes(cond).to(self.proj[0].weight.dtype)
         return self.proj(codes)
 
