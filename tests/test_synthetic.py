@@ -139,6 +139,20 @@ def test_log_density_matches_dense_multivariate_normal(n, ndim):
     assert single == pytest.approx(want[0], abs=1e-8 * max(1.0, abs(want[0])))
 
 
+@pytest.mark.parametrize("n,ndim", [(7, 1), (6, 2), (4, 3)])
+def test_generator_is_covariance_square_root_of_white_noise(n, ndim):
+    # documented algorithm: delta = C^(1/2) w with w = rng.standard_normal((n,) * ndim) and
+    # C^(1/2) the symmetric square root of the covariance built from the convention
+    index, amplitude, box = -1.7, 0.8, 30.0
+    field = syn.gaussian_random_field(index, amplitude, n, box, ndim,
+                                      rng=np.random.default_rng(11))
+    white = np.random.default_rng(11).standard_normal((n,) * ndim).ravel()
+    eigval, eigvec = np.linalg.eigh(dense_covariance(index, amplitude, n, box, ndim))
+    eigval[eigval < 1e-12 * eigval.max()] = 0.0  # the k = 0 mode (round-off would leak ~1e-8)
+    root = (eigvec * np.sqrt(eigval)) @ eigvec.T
+    np.testing.assert_allclose(field.ravel(), root @ white, atol=1e-12 * np.abs(field).max())
+
+
 def test_log_density_zero_mean_rule():
     rng = np.random.default_rng(4)
     f = syn.gaussian_random_field(-2.0, 1.0, 8, 10.0, 2, rng=rng)
@@ -164,6 +178,22 @@ def test_estimated_spectrum_matches_power_law(ndim, n):
     assert np.all(np.abs(z) < 5.0), z
 
 
+def test_lognormal_spectrum_is_transform_of_exp_correlation():
+    # xi_rho(r) = exp(xi_g(r)) - 1 for rho = exp(g - sigma^2 / 2), so on the grid
+    # P_rho(k) = V / N^d * FFT[exp(xi_g) - 1] with xi_g(r) = N^d / V * IFFT[P_g].
+    index, amplitude, n, box, m = -2.0, 2.0, 32, syn.BOX_SIZE_MPC, 128
+    p_g = syn.power_law_spectrum(syn.wavenumber_grid(n, box, 2), index, amplitude)
+    xi_g = np.fft.ifftn(p_g).real * n ** 2 / box ** 2
+    assert xi_g[0, 0] == pytest.approx(syn.gaussian_field_variance(index, amplitude, n))
+    p_rho = box ** 2 * np.fft.fftn(np.expm1(xi_g)).real / n ** 2
+    rng = np.random.default_rng(9)
+    rho = np.stack([syn.lognormal_field(index, amplitude, n, rng=rng) for _ in range(m)])
+    _, p_hat, counts = power_spectrum(rho, box, ndim=2)
+    _, p_model, _ = model_power_spectrum(lambda kk: p_rho, n, box, 2)
+    z = (p_hat / p_model - 1.0) / np.sqrt(2.0 / (m * counts))
+    assert np.all(np.abs(z) < 6.0), z  # heavier tails than Gaussian: 6 instead of 5
+
+
 def test_field_variance_and_lognormal_mean():
     index, amplitude, n, m = -1.5, 1.2, 16, 4000
     var = syn.gaussian_field_variance(index, amplitude, n)
@@ -173,8 +203,14 @@ def test_field_variance_and_lognormal_mean():
     assert np.mean(g0 ** 2) == pytest.approx(var, rel=5.0 * math.sqrt(2.0 / m))
     rho = np.stack([syn.lognormal_field(index, amplitude, n, rng=rng) for _ in range(m)])
     assert np.all(rho > 0)
-    point = rho[:, 7, 2]
-    assert point.mean() == pytest.approx(1.0, abs=5.0 * math.sqrt(math.expm1(var) / m))
+    # Var[grid mean of rho] = N^-d sum_r (exp(xi_g(r)) - 1), xi_g(r) = N^d / V IFFT[P_g]
+    box = syn.BOX_SIZE_MPC
+    p_g = syn.power_law_spectrum(syn.wavenumber_grid(n, box, 2), index, amplitude)
+    xi_g = np.fft.ifftn(p_g).real * n ** 2 / box ** 2
+    var_of_mean = np.expm1(xi_g).mean()
+    grid_means = rho.mean(axis=(1, 2))
+    assert grid_means.mean() == pytest.approx(1.0, abs=5.0 * math.sqrt(var_of_mean / m))
+    assert np.var(grid_means) == pytest.approx(var_of_mean, rel=0.25)
 
 
 def test_random_fields_are_deterministic_given_rng():
