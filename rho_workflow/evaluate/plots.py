@@ -161,7 +161,8 @@ def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequen
     if extent is not None and len(extent) != want:
         raise ValueError(
             f"plot_field_gallery: extent {tuple(extent)} has {len(extent)} values; "
-            f"{panels[0].ndim}D panels need {want} ((x0, x1) for lines, (x0, x1, y0, y1) for images)"
+            f"{panels[0].ndim}D panels need {want}: (x0, x1) for lines, "
+            "(x0, x1, y0, y1) for images"
         )
     ncols = max(1, min(ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
