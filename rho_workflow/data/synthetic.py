@@ -559,7 +559,8 @@ def _latin_hypercube(n: int, ranges: list[tuple[float, float]], rng: np.random.G
 def default_points(kind: str, n_runs: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     """Sweep design of ``n_runs`` parameter points for one ``kind`` of field.
 
-    spherical-harmonics cycles through the 16 ``(l, m)`` with ``l <= 3``; the random fields take
+    spherical-harmonics cycles through the 16 ``(l, m)`` with ``l <= 3`` (``rng`` unused); the
+    random fields take
     a Latin hypercube of index in [-3, -1] and amplitude in [0.5, 2] Mpc2; spectral lines a
     Latin hypercube of temperature in [150, 350] K and pressure log-uniform in [10, 1000] hPa.
     """
