@@ -561,7 +561,8 @@ def default_points(kind: str, n_runs: int, rng: np.random.Generator) -> list[dic
 
     spherical-harmonics cycles through the 16 ``(l, m)`` with ``l <= 3`` (``rng`` unused); the
     random fields take a Latin hypercube of index in [-3, -1] and amplitude in [0.5, 2] Mpc2;
-    spectral lines a Latin hypercube of temperature in [150, 350] K and pressure log-uniform in [10, 1000] hPa.
+    spectral lines a Latin hypercube of temperature in [150, 350] K and pressure log-uniform in
+    [10, 1000] hPa.
     """
     _check_kind(kind)
     if n_runs < 1:
