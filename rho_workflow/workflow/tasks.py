@@ -1,0 +1,215 @@
+"""The functions that run inside Dask tasks (or in-process): train a model, sample a chunk.
+
+They take plain data (paths, dicts, small arrays) and return plain dicts, so a task is cheap
+to ship to a worker and to retry. A worker process loads a checkpoint once and reuses the
+model for every chunk it samples (:func:`cached_model`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from rho_workflow.workflow.atomic import atomic_save_npy, file_sha256
+
+__all__ = ["cached_model", "sample_chunk", "train_model", "set_torch_threads", "log_progress",
+           "load_training_data", "build_model", "chunk_work"]
+
+_MODELS: dict[tuple[str, str, str], Any] = {}
+
+
+def set_torch_threads(threads: int | None) -> int:
+    """Intra-op threads of torch in this process: ``threads``, or the Dask worker's thread
+    count when None (1 outside a worker); returns the number set."""
+    import torch
+
+    if threads is None:
+        worker = _current_worker()
+        threads = worker.state.nthreads if worker is not None else 1
+    threads = max(1, int(threads))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _current_worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def log_progress(topic: str | None, message: Mapping[str, Any]) -> None:
+    """Send a progress event to the client (``client.subscribe_topic``); no-op outside a
+    worker or without a topic."""
+    worker = _current_worker()
+    if topic and worker is not None:
+        worker.log_event(topic, dict(message))
+
+
+def cached_model(checkpoint: str, sha256: str, device: str = "cpu") -> Any:
+    """The model of ``checkpoint`` (identified by its SHA-256), loaded once per process."""
+    from rho_workflow.api import RhoModel
+
+    key = (str(Path(checkpoint).resolve()), sha256, device)
+    if key not in _MODELS:
+        _MODELS.clear()  # one sweep at a time per worker: drop models of older checkpoints
+        _MODELS[key] = RhoModel.load(checkpoint, device=device)
+    return _MODELS[key]
+
+
+def chunk_work(plan: Any, chunk: Any) -> dict[str, Any]:
+    """The plain data one chunk task needs: its points, seeds and micro-batches."""
+    return {"index": chunk.index, "start": chunk.start, "stop": chunk.stop,
+            "points": plan.points_of(chunk.start, chunk.stop),
+            "seeds": plan.seeds_of(chunk.start, chunk.stop),
+            "batches": plan.micro_batches(chunk.start, chunk.stop)}
+
+
+def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256: str,
+                 options: Mapping[str, Any], part_path: str, dtype: str = "float32",
+                 threads: int | None = 1, device: str = "cpu",
+                 progress_topic: str | None = None) -> dict[str, Any]:
+    """Sample one chunk in its fixed micro-batches; write its part atomically.
+
+    Parameters
+    ----------
+    work : dict
+        From :func:`chunk_work`.
+    options : dict
+        ``sampler``, ``steps``, ``guidance``, ``allow_extrapolation`` of ``sample_seeded``.
+    part_path : str
+        Where the part (``.npy`` of shape ``(n, C, *spatial)``, physical units) goes.
+
+    Returns
+    -------
+    dict
+        ``index``, ``start``, ``stop``, ``path`` (file name), ``bytes``, ``sha256``,
+        ``seconds``, ``worker``.
+    """
+    t0 = time.perf_counter()
+    set_torch_threads(threads)
+    model = cached_model(checkpoint, checkpoint_sha256, device)
+    start, stop = int(work["start"]), int(work["stop"])
+    out = np.empty((stop - start, *model.field_shape), dtype=dtype)
+    points, seeds = work["points"], work["seeds"]
+    for a, b in work["batches"]:
+        i, j = a - start, b - start
+        out[i:j] = model.sample_seeded(points[i:j], seeds[i:j], batch_size=j - i, **dict(options))
+    info = atomic_save_npy(part_path, out)
+    worker = _current_worker()
+    result = {"index": int(work["index"]), "start": start, "stop": stop,
+              "path": Path(part_path).name, **info, "seconds": time.perf_counter() - t0,
+              "worker": worker.address if worker is not None else f"pid:{os.getpid()}"}
+    log_progress(progress_topic, {"kind": "chunk", "index": result["index"], "n": stop - start})
+    return result
+
+
+def load_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalized training fields and their labels.
+
+    ``data`` is ``{"kind": "store", "path", "split"}`` (a training store written by the
+    preprocess stage) or ``{"kind": "arrays", "fields", "points", "param_space",
+    "transform", "metadata", "mask"}`` (already normalized arrays, e.g. from the accessor).
+    Returns ``fields`` ``(N, C, *spatial)`` float32, ``points``, ``param_space`` (dict form),
+    ``transform`` (dict), ``mask`` (or None) and ``metadata`` (output labels).
+    """
+    if data["kind"] == "arrays":
+        return {k: data.get(k) for k in ("fields", "points", "param_space", "transform", "mask",
+                                         "metadata")}
+    if data["kind"] != "store":
+        raise ValueError(f"training data kind {data['kind']!r} is not one of ['store', 'arrays']")
+    from rho_workflow.workflow.store import store_training_data
+
+    return store_training_data(data["path"], data.get("split", "train"))
+
+
+def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
+                metadata: Mapping[str, Any], device: str = "auto") -> Any:
+    """A new :class:`RhoModel` for the loaded data, with its normalization and labels."""
+    import torch
+
+    from rho_workflow.api import RhoModel
+    from rho_workflow.data.transforms import transform_from_dict
+    from rho_workflow.params import ParamSpace
+
+    fields = loaded["fields"]
+    section = dict(model_section)
+    model = RhoModel.create(tuple(fields.shape[2:]), ParamSpace.from_dict(loaded["param_space"]),
+                            channels=int(fields.shape[1]), encoder=section["encoder"],
+                            prediction=section["prediction"], schedule=section["schedule"],
+                            T=section["T"], network=section.get("network"),
+                            p_uncond=section["p_uncond"], metadata=dict(metadata), device=device)
+    model.transform = transform_from_dict(loaded["transform"])
+    model.config["transform"] = model.transform.to_dict()
+    if loaded.get("mask") is not None:
+        mask = np.asarray(loaded["mask"], dtype=bool)
+        model.config["mask"] = mask.tolist()
+        model.mask = torch.from_numpy(mask)
+    return model
+
+
+def train_model(spec: Mapping[str, Any], on_step: Callable[[int, float], None] | None = None
+                ) -> dict[str, Any]:
+    """Train (or resume) the model of ``spec`` and write its checkpoint (rank 0 under DDP).
+
+    ``spec``: ``data`` (see :func:`load_training_data`), ``model`` (the pipeline's model
+    section), ``train`` (:class:`TrainConfig` options), ``metadata`` (stored in the
+    checkpoint), ``checkpoint`` (path on shared storage), ``resume``, ``threads``,
+    ``progress_topic``. If torch.distributed is initialized the trainer runs data-parallel.
+    """
+    import torch.distributed as dist
+
+    t0 = time.perf_counter()
+    set_torch_threads(spec.get("threads"))
+    loaded = load_training_data(spec["data"])
+    metadata = {**dict(loaded.get("metadata") or {}), **dict(spec.get("metadata") or {})}
+    model = build_model(spec["model"], loaded, metadata, device=spec["train"].get("device", "auto"))
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    topic = spec.get("progress_topic")
+    steps_total = int(spec["train"]["steps"])
+
+    def on_log(step: int, loss: float) -> None:
+        log_progress(topic, {"kind": "train", "step": step + 1, "total": steps_total, "loss": loss})
+        if on_step is not None:
+            on_step(step, loss)
+
+    checkpoint = spec["checkpoint"]
+    _save_without_ddp_prefix(model)
+    result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
+                                  resume=bool(spec.get("resume")), progress=False, on_log=on_log,
+                                  **dict(spec["train"]))
+    model.denoiser.net = getattr(model.denoiser.net, "module", model.denoiser.net)
+    out = {"rank": rank, "step": result.step, "losses": list(result.losses),
+           "seconds": time.perf_counter() - t0, "train_seconds": result.seconds,
+           "samples_per_second": result.samples_per_second, "checkpoint": str(checkpoint)}
+    if rank == 0:
+        out["checkpoint_sha256"] = file_sha256(checkpoint)
+    return out
+
+
+def _save_without_ddp_prefix(model: Any) -> None:
+    """Make ``model.save`` write the plain network's weights while the trainer runs DDP.
+
+    Under DDP the trainer's shallow copy of the denoiser shares its module dict, so
+    ``model.denoiser.net`` is the DDP wrapper during training and its state dict keys carry a
+    ``module.`` prefix that a plain model cannot load (resume and sampling would fail). The
+    wrapper is swapped out for the duration of each save.
+    """
+    plain_save = type(model).save
+
+    def save(path: Any, optimizer_state: dict | None = None) -> Any:
+        net = model.denoiser.net
+        model.denoiser.net = getattr(net, "module", net)
+        try:
+            return plain_save(model, path, optimizer_state=optimizer_state)
+        finally:
+            model.denoiser.net = net
+
+    model.save = save
