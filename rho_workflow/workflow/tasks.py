@@ -17,7 +17,7 @@ import numpy as np
 from rho_workflow.workflow.atomic import atomic_save_npy, file_sha256
 
 __all__ = ["cached_model", "sample_chunk", "train_model", "set_torch_threads", "log_progress",
-           "load_training_data", "build_model", "chunk_work"]
+           "load_training_data", "build_model", "chunk_work", "store_labels"]
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 
@@ -125,9 +125,25 @@ def load_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
                                          "metadata")}
     if data["kind"] != "store":
         raise ValueError(f"training data kind {data['kind']!r} is not one of ['store', 'arrays']")
-    from rho_workflow.workflow.store import store_training_data
+    from rho_workflow.data.store import open_store
 
-    return store_training_data(data["path"], data.get("split", "train"))
+    with open_store(data["path"]) as store:
+        fields, points = store.to_numpy(data.get("split", "train"))
+        return {"fields": fields, "points": points, "param_space": store.param_space.to_dict(),
+                "transform": store.transform.to_dict(), "mask": store.mask,
+                "metadata": store_labels(store.metadata())}
+
+
+def store_labels(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Output labels (``fields``, ``spatial``) from a training store's ``metadata()``."""
+    fields = []
+    for v in meta["variables"]:
+        fields.append({"name": v["name"], "units": v.get("units", "1"),
+                       "long_name": v.get("long_name") or v["name"],
+                       "standard_name": v.get("standard_name")})
+    return {"fields": fields,
+            "spatial": {"dims": list(meta["spatial_dims"]), "coords": dict(meta["coords"])},
+            "store": {"path": meta.get("store"), "provenance": meta.get("provenance")}}
 
 
 def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
