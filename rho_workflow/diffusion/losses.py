@@ -1,0 +1,148 @@
+"""Denoising score-matching losses, all written as ``lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2``.
+
+Karras et al. 2022 (EDM), eq. 2 and 8. Every prediction target (``eps``, ``v``, ``x0``) is the
+same regression in ``x0`` space with a different weight ``lambda(sigma)``: training ``F`` with
+a plain MSE on its own target equals ``lambda = 1/c_out^2`` on the denoiser error
+(:func:`loss_weight` with ``weighting="plain"``). Min-SNR-gamma weighting (Hang et al. 2023)
+changes ``lambda`` to ``min(SNR, gamma)`` whatever the target.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from rho_workflow.diffusion.precond import PREDICTIONS, Denoiser, batch_sigma
+from rho_workflow.diffusion.schedules import NoiseSchedule
+
+__all__ = ["loss_weight", "sample_training_sigmas", "denoising_loss", "WEIGHTINGS", "SIGMA_SAMPLING"]
+
+WEIGHTINGS = ("plain", "min-snr")
+SIGMA_SAMPLING = ("schedule", "lognormal")
+
+
+def loss_weight(sigma: torch.Tensor, prediction: str, sigma_data: float = 1.0, weighting: str = "plain",
+                gamma: float = 5.0) -> torch.Tensor:
+    """EDM eq. 2 weight ``lambda(sigma)`` of ``||D - x0||^2``; Min-SNR-gamma: Hang et al. 2023, eq. 8.
+
+    Parameters
+    ----------
+    sigma : Tensor
+        Noise levels (any shape); the weight has the same shape, float64.
+    prediction : {"v", "eps", "x0"}
+        The network's target (see :class:`~rho_workflow.diffusion.precond.Denoiser`).
+    sigma_data : float
+        Data standard deviation of the preconditioning (used by ``plain`` with ``v``).
+    weighting : {"plain", "min-snr"}
+        ``plain``: the natural MSE of the prediction target, ``lambda = 1/c_out^2``: ``eps``
+        ``1/sigma^2``; ``x0`` ``1``; ``v`` ``(sigma^2 + sd^2)/(sigma sd)^2``.
+        ``min-snr``: ``lambda = min(SNR, gamma)`` with ``SNR = alpha_bar/(1 - alpha_bar) =
+        1/sigma^2``. Hang et al. give it as ``min(SNR, gamma)/SNR`` on the eps loss and
+        ``min(SNR, gamma)/(SNR + 1)`` on the v loss (their Sec. 3.4); both are this same
+        ``min(SNR, gamma)`` on the x0 error, which is what is implemented, for every target.
+    gamma : float
+        The SNR clip of ``min-snr``.
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; valid predictions are {list(PREDICTIONS)}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting {weighting!r}; valid weightings are {list(WEIGHTINGS)}")
+    s = torch.as_tensor(sigma).to(torch.float64)
+    if weighting == "min-snr":
+        if not gamma > 0:
+            raise ValueError(f"min-snr weighting: gamma must be > 0, got {gamma}")
+        return torch.clamp(1.0 / s ** 2, max=float(gamma))
+    if prediction == "eps":
+        return 1.0 / s ** 2
+    if prediction == "x0":
+        return torch.ones_like(s)
+    sd2 = float(sigma_data) ** 2
+    return (s ** 2 + sd2) / (s ** 2 * sd2)
+
+
+def sample_training_sigmas(schedule: NoiseSchedule, batch: int, generator: torch.Generator | None = None,
+                           how: str = "schedule", p_mean: float = -1.2, p_std: float = 1.2) -> torch.Tensor:
+    """Training noise levels: ``schedule`` (Ho et al. 2020, Alg. 1: t ~ U{1..T}) or ``lognormal`` (EDM Table 1).
+
+    ``schedule`` draws a discrete step uniformly and returns its sigma; ``lognormal`` returns
+    ``exp(p_mean + p_std n)``. The result is float64 of shape ``(batch,)`` on the generator's
+    device (CPU without one).
+    """
+    if how not in SIGMA_SAMPLING:
+        raise ValueError(f"unknown training sigma sampling {how!r}; valid choices are {list(SIGMA_SAMPLING)}")
+    device = generator.device if generator is not None else torch.device("cpu")
+    if how == "schedule":
+        index = torch.randint(schedule.T, (batch,), generator=generator, device=device)
+        return schedule.sigmas.to(device)[index]
+    if not p_std > 0:
+        raise ValueError(f"lognormal sigma sampling: p_std must be > 0, got {p_std}")
+    n = torch.randn((batch,), generator=generator, device=device, dtype=torch.float64)
+    return torch.exp(p_mean + p_std * n)
+
+
+def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond: torch.Tensor | None,
+                   schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
+                   weighting: str = "plain", gamma: float = 5.0, sigma_sampling: str = "schedule",
+                   mask: torch.Tensor | None = None, prediction: str | None = None,
+                   sigma_data: float | None = None) -> torch.Tensor:
+    """EDM eq. 2: mean over valid points of ``lambda(sigma) (D(x0 + sigma n, sigma, cond) - x0)^2``.
+
+    For a :class:`Denoiser` the same quantity is computed from the network output,
+    ``lambda c_out^2 (F - target)^2`` (EDM eq. 8), which avoids the cancellation in
+    ``D - x0`` at small sigma; for any other denoiser from ``D`` directly.
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``D(x, sigma, cond)``. Its ``prediction`` and ``sigma_data`` attributes set the
+        ``plain`` weight; pass ``prediction``/``sigma_data`` for denoisers without them.
+    x0 : Tensor (B, ...)
+        Clean (normalized) fields.
+    cond : Tensor (B, P) or None
+    schedule : NoiseSchedule
+        Source of ``sigma`` for ``sigma_sampling="schedule"``.
+    generator : torch.Generator, optional
+        Draws sigma and noise (on its device, then moved to ``x0.device``).
+    mask : Tensor of bool, optional
+        Broadcastable to ``x0``; True marks valid points. The loss averages over valid points
+        only. Invalid points must still hold finite values (the network sees them).
+    """
+    prediction = prediction or getattr(denoiser, "prediction", None)
+    if prediction is None:
+        raise ValueError("denoising_loss: the denoiser has no 'prediction' attribute; pass "
+                         "prediction='x0' (or 'eps', 'v') to choose the plain loss weight")
+    sigma_data = float(sigma_data if sigma_data is not None else getattr(denoiser, "sigma_data", 1.0))
+    batch = x0.shape[0]
+    sigma = sample_training_sigmas(schedule, batch, generator, how=sigma_sampling).to(x0.device)
+    noise_device = generator.device if generator is not None else x0.device
+    noise = torch.randn(x0.shape, generator=generator, device=noise_device, dtype=x0.dtype).to(x0.device)
+    weight = loss_weight(sigma, prediction, sigma_data, weighting, gamma)
+    x = x0 + batch_sigma(sigma, x0).reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype) * noise
+    bshape = (-1, *([1] * (x0.ndim - 1)))
+    if isinstance(denoiser, Denoiser):
+        F, coef = denoiser.net_output(x, sigma, cond)
+        weight = weight * coef.c_out ** 2
+        err = (F.float() - denoiser.target(x0, noise, sigma).float()) ** 2
+    else:
+        err = (denoiser(x, sigma, cond).to(torch.promote_types(x0.dtype, torch.float32)) - x0) ** 2
+    err = weight.reshape(bshape).to(err.dtype) * err
+    if mask is None:
+        return err.mean()
+    mask = _valid_mask(mask, x0)
+    count = mask.sum()
+    if int(count) == 0:
+        raise ValueError("denoising_loss: the mask marks no valid point (all False); True must mark "
+                         "the points the loss uses")
+    return torch.where(mask, err, torch.zeros((), dtype=err.dtype, device=err.device)).sum() / count
+
+
+def _valid_mask(mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    mask = torch.as_tensor(mask, device=x0.device)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a boolean tensor (True = valid point), got dtype {mask.dtype}")
+    try:
+        return mask.expand_as(x0)
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the fields of shape "
+                         f"{tuple(x0.shape)}") from None

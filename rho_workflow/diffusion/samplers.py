@@ -1,0 +1,195 @@
+"""Samplers: small free functions over a denoiser, integrating in float64 in the VE form.
+
+All share one signature, ``sample_<name>(denoiser, x, sigmas, *, cond=None, generator=None,
+callback=None, **opts) -> x0``: ``x`` is the prior sample at ``sigmas[0]``
+(:func:`prior`), ``sigmas`` a decreasing sequence ending in 0
+(:func:`~rho_workflow.diffusion.schedules.sampling_sigmas`), ``generator`` a
+:class:`~rho_workflow.diffusion.random.BatchGenerator` that draws every noise of the stochastic
+samplers (one ``torch.Generator`` per sample, so results do not depend on batching).
+``callback(dict(i, x, sigma, denoised))`` sees each step. The state is integrated in float64
+and returned in the dtype of the ``x`` given. Step ``i`` goes from ``t = sigmas[i]`` to
+``s = sigmas[i + 1]``; VE state ``x = x0 + sigma n``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+
+from rho_workflow.diffusion.random import BatchGenerator
+
+__all__ = ["sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "sample_heun", "SAMPLERS", "get_sampler",
+           "prior", "nfe"]
+
+Denoise = Callable[..., torch.Tensor]
+Callback = Callable[[dict[str, Any]], None] | None
+
+
+def _check(x: torch.Tensor, sigmas: torch.Tensor | Sequence[float]) -> list[float]:
+    """Validate the noise levels: 1-D, strictly decreasing, positive, ending in exactly 0."""
+    levels = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1).cpu()]
+    if torch.as_tensor(sigmas).ndim != 1 or len(levels) < 2:
+        raise ValueError(f"sigmas must be a 1-D sequence of at least 2 noise levels, got shape "
+                         f"{tuple(torch.as_tensor(sigmas).shape)}; build them with sampling_sigmas()")
+    if levels[-1] != 0.0:
+        raise ValueError(f"sigmas must end in 0 (the clean data), but the last level is {levels[-1]}; "
+                         "append 0 or build them with sampling_sigmas()")
+    for i, (t, s) in enumerate(zip(levels[:-1], levels[1:])):
+        if not (math.isfinite(t) and s < t):
+            raise ValueError(f"sigmas must be finite and strictly decreasing, but sigmas[{i}]={t} and "
+                             f"sigmas[{i + 1}]={s}; sort them in decreasing order")
+    if x.ndim < 1 or not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point batch of shape (B, ...), got dtype {x.dtype} and "
+                         f"shape {tuple(x.shape)}")
+    return levels
+
+
+def _noise(generator: BatchGenerator | None, x: torch.Tensor, name: str) -> torch.Tensor:
+    if generator is None:
+        raise ValueError(f"sampler {name!r} draws noise at every step and needs a generator; pass "
+                         "generator=BatchGenerator(seeds) with one seed per sample")
+    return generator.randn_like(x)
+
+
+def _denoise(denoiser: Denoise, x: torch.Tensor, sigma: float, cond: torch.Tensor | None) -> torch.Tensor:
+    s_in = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=x.device)
+    return denoiser(x, s_in, cond).to(torch.float64)
+
+
+def _report(callback: Callback, i: int, x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> None:
+    if callback is not None:
+        callback({"i": i, "x": x, "sigma": sigma, "denoised": denoised})
+
+
+@torch.no_grad()
+def sample_ddpm(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, cond: torch.Tensor | None = None,
+                generator: BatchGenerator | None = None, callback: Callback = None,
+                variance: str = "beta") -> torch.Tensor:
+    """Ancestral sampling, Ho et al. 2020 Algorithm 2, in VE form (no extra noise factor, no clamping).
+
+    Step ``t -> s``: ``x_s = D + (s^2/t^2)(x_t - D) + sqrt(var) z``, the posterior mean
+    ``mu_tilde`` of Ho et al. eq. 7 with ``x0 = D``. ``variance="beta"`` is Ho's choice
+    ``sigma_t^2 = beta_t`` with ``beta = 1 - alpha_bar_t/alpha_bar_s``, divided by
+    ``alpha_bar_s`` for the VE state: ``(t^2 - s^2)(1 + s^2)/(1 + t^2)``; ``"beta_tilde"`` the
+    posterior variance ``s^2 (t^2 - s^2)/t^2``. The last step (to ``s = 0``) adds no noise.
+    """
+    if variance not in ("beta", "beta_tilde"):
+        raise ValueError(f"ddpm: unknown variance {variance!r}; valid choices are ['beta', 'beta_tilde']")
+    levels = _check(x, sigmas)
+    out_dtype, x = x.dtype, x.to(torch.float64)
+    for i, (t, s) in enumerate(zip(levels[:-1], levels[1:])):
+        denoised = _denoise(denoiser, x, t, cond)  # Alg. 2 line 4: the model's x0 estimate
+        _report(callback, i, x, t, denoised)
+        x = denoised + (s ** 2 / t ** 2) * (x - denoised)  # posterior mean (eq. 7) in VE form
+        if s > 0:  # Alg. 2 line 3: z = 0 at the last step
+            var = (t ** 2 - s ** 2) * (1 + s ** 2) / (1 + t ** 2) if variance == "beta" \
+                else s ** 2 * (t ** 2 - s ** 2) / t ** 2
+            x = x + math.sqrt(var) * _noise(generator, x, "ddpm")
+    return x.to(out_dtype)
+
+
+@torch.no_grad()
+def sample_ddim(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, cond: torch.Tensor | None = None,
+                generator: BatchGenerator | None = None, callback: Callback = None,
+                eta: float = 0.0) -> torch.Tensor:
+    """DDIM, Song et al. 2021 eq. 12 in VE form: ``x_s = D + sqrt(s^2 - up^2)(x_t - D)/t + up z``.
+
+    ``up = eta sqrt(s^2 (t^2 - s^2)/t^2)``; ``eta = 0`` is deterministic (Euler on the
+    probability-flow ODE in sigma, Karras et al. 2022 Sec. 3), ``eta = 1`` is DDPM with the
+    ``beta_tilde`` variance.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"ddim: eta must lie in [0, 1] (0: deterministic, 1: ancestral), got {eta}")
+    levels = _check(x, sigmas)
+    out_dtype, x = x.dtype, x.to(torch.float64)
+    for i, (t, s) in enumerate(zip(levels[:-1], levels[1:])):
+        denoised = _denoise(denoiser, x, t, cond)  # eq. 12, "predicted x0"
+        _report(callback, i, x, t, denoised)
+        up = eta * math.sqrt(s ** 2 * (t ** 2 - s ** 2) / t ** 2)  # eq. 16, sigma_t(eta) in VE units
+        x = denoised + math.sqrt(s ** 2 - up ** 2) * (x - denoised) / t  # "direction pointing to x_t"
+        if up > 0:
+            x = x + up * _noise(generator, x, "ddim")  # "random noise"
+    return x.to(out_dtype)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, cond: torch.Tensor | None = None,
+                    generator: BatchGenerator | None = None, callback: Callback = None) -> torch.Tensor:
+    """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2, in time ``lambda = -log sigma`` (as k-diffusion).
+
+    Step ``t -> s`` with ``h = log(t/s)``: ``x_s = (s/t) x_t - expm1(-h) D'``, where ``D'`` is
+    ``D`` at the first step and at the last (to ``s = 0``, where ``x_s = D``), and otherwise the
+    multistep correction ``(1 + 1/(2r)) D_i - (1/(2r)) D_{i-1}`` with ``r = h_{i-1}/h_i``.
+    Deterministic; ``generator`` is unused.
+    """
+    levels = _check(x, sigmas)
+    out_dtype, x = x.dtype, x.to(torch.float64)
+    old_denoised, h_last = None, None
+    for i, (t, s) in enumerate(zip(levels[:-1], levels[1:])):
+        denoised = _denoise(denoiser, x, t, cond)
+        _report(callback, i, x, t, denoised)
+        if s == 0:  # final step: lambda -> infinity, x_s = D (first order)
+            x = denoised
+            break
+        h = math.log(t / s)  # lambda_s - lambda_t
+        if old_denoised is None:  # Alg. 2 first step: DPM-Solver++(1), i.e. DDIM
+            d_prime = denoised
+        else:  # Alg. 2 line 5: r = h_{i-1}/h_i, D = (1 + 1/2r) D_i - 1/2r D_{i-1}
+            r = h_last / h
+            d_prime = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        x = (s / t) * x - math.expm1(-h) * d_prime  # Alg. 2 line 6 in VE form
+        old_denoised, h_last = denoised, h
+    return x.to(out_dtype)
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, cond: torch.Tensor | None = None,
+                generator: BatchGenerator | None = None, callback: Callback = None) -> torch.Tensor:
+    """Deterministic Heun sampler, Karras et al. 2022 Algorithm 1 (2nd order; Euler at the step to 0).
+
+    Deterministic; ``generator`` is unused.
+    """
+    levels = _check(x, sigmas)
+    out_dtype, x = x.dtype, x.to(torch.float64)
+    for i, (t, s) in enumerate(zip(levels[:-1], levels[1:])):
+        denoised = _denoise(denoiser, x, t, cond)
+        _report(callback, i, x, t, denoised)
+        d = (x - denoised) / t  # Alg. 1 line 4: d_i = (x_i - D(x_i; t_i)) / t_i
+        x_next = x + (s - t) * d  # line 5: Euler step
+        if s != 0:  # lines 6-8: second-order correction, skipped at the step to sigma = 0
+            d_next = (x_next - _denoise(denoiser, x_next, s, cond)) / s
+            x_next = x + (s - t) * (0.5 * d + 0.5 * d_next)
+        x = x_next
+    return x.to(out_dtype)
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "heun": sample_heun,
+}
+
+
+def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    """The sampler function of ``name`` (one of :data:`SAMPLERS`)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; valid samplers are {sorted(SAMPLERS)}")
+    return SAMPLERS[name]
+
+
+def nfe(name: str, steps: int) -> int:
+    """Network evaluations of ``steps`` sampling steps (Heun: ``2 steps - 1``, others ``steps``)."""
+    get_sampler(name)
+    return 2 * steps - 1 if name == "heun" else int(steps)
+
+
+def prior(generator: BatchGenerator, shape: Sequence[int], sigma_max: float) -> torch.Tensor:
+    """Prior sample ``n sqrt(sigma_max^2 + 1)`` of shape ``(len(generator), *shape)``, float64.
+
+    This is the VP prior ``N(0, I)`` scaled to the VE state at ``sigma_max`` (exact for data of
+    unit variance, the normalization of the training data).
+    """
+    return generator.randn(tuple(shape), dtype=torch.float64) * math.sqrt(float(sigma_max) ** 2 + 1)
