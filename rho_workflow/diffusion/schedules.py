@@ -120,6 +120,9 @@ def _as_float64(v: Number) -> torch.Tensor:
 def _linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Ho et al. 2020, Sec. 4: betas linear from 1e-4 to 0.02 at T=1000, scaled by 1000/T (Nichol & Dhariwal 2021)."""
     scale = 1000.0 / T
+    if scale * beta_end >= 1:
+        raise ValueError(f"linear schedule: beta_end={beta_end} scaled by 1000/T gives {scale * beta_end:.4g} "
+                         f">= 1 at T={T}; use T > {int(1000 * beta_end)} or a smaller beta_end")
     return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
 
 
