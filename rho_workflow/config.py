@@ -199,7 +199,7 @@ class EvaluationSection:
     """First evaluation: spectra and value distributions against held-out runs."""
 
     enabled: bool = opt(True, types=(bool,))
-    split: str = opt("test", types=(str,))
+    split: str = opt("held_out", types=(str,), choices=("train", "validation", "held_out"))
     bins: int = opt(50, types=(int,), ge=2)
     figures: bool = opt(True, types=(bool,))
     max_points: int = opt(6, types=(int,), ge=1)

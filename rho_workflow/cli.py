@@ -1,0 +1,128 @@
+"""``rho-workflow``: run a pipeline, one of its stages, or write a synthetic sweep.
+
+    rho-workflow run PIPELINE.yaml [--dry-run] [--resume] [--cluster SPEC]
+    rho-workflow preprocess|train|sample|evaluate PIPELINE.yaml [--resume] [--cluster SPEC]
+    rho-workflow make-data KIND OUT_DIR --runs N --seed S
+
+``--cluster`` replaces the pipeline's cluster section: a kind name (``local``, ``slurm``, ...),
+a YAML file holding a cluster section, or inline YAML (``"{kind: local, n_workers: 4}"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Sequence
+
+import yaml
+
+__all__ = ["main", "build_parser"]
+
+STAGE_COMMANDS = ("preprocess", "train", "sample", "evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rho-workflow", description=__doc__.split("\n")[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands = {"run": "run all stages of a pipeline in order"}
+    commands.update({s: f"run only the {s} stage of a pipeline" for s in STAGE_COMMANDS})
+    for name, help_text in commands.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("pipeline", help="pipeline YAML file (see pipelines/)")
+        p.add_argument("--dry-run", action="store_true",
+                       help="print the resolved config and the plan (tasks, chunks, resources); "
+                            "run nothing")
+        p.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run: skip finished stages and chunks, "
+                            "resume training from its checkpoint")
+        p.add_argument("--cluster", metavar="SPEC",
+                       help="override the cluster section: a kind name, a YAML file or inline YAML")
+    from rho_workflow.data.make_data import add_arguments
+
+    make = sub.add_parser("make-data", help="write a synthetic simulation sweep as netCDF")
+    add_arguments(make)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rho-workflow`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    if args.command == "make-data":
+        from rho_workflow.data.make_data import run
+
+        return run(args)
+    from rho_workflow.config import ConfigError
+    from rho_workflow.pipeline import Pipeline, PipelineError
+    from rho_workflow.workflow.cluster import parse_cluster_override
+
+    try:
+        cluster = parse_cluster_override(args.cluster) if args.cluster else None
+        pipeline = Pipeline.from_source(args.pipeline, cluster=cluster, progress=not args.quiet)
+        if args.dry_run:
+            print(format_plan(pipeline.plan(), None if args.command == "run" else [args.command]))
+            return 0
+        stages = None if args.command == "run" else [args.command]
+        results = pipeline.run(stages, resume=args.resume)
+    except (ConfigError, PipelineError, FileNotFoundError) as exc:
+        print(f"rho-workflow: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(pipeline, results))
+    return 0
+
+
+def format_plan(plan: dict[str, Any], stages: list[str] | None = None) -> str:
+    """The ``--dry-run`` text: resolved config (YAML), cluster, then each stage's plan."""
+    lines = ["# resolved config", yaml.safe_dump(plan["config"], sort_keys=False).rstrip(), "",
+             "# plan", f"cluster: {plan['cluster']['description']}"]
+    if "job_script" in plan["cluster"]:
+        lines += ["job script:", *("    " + line for line in plan["cluster"]["job_script"].splitlines())]
+    for name, stage in plan["stages"].items():
+        if stages and name not in stages:
+            continue
+        lines.append(f"stage {name}:")
+        for key, value in stage.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            lines += [f"  {key}: {line}" if i == 0 else f"    {line}"
+                      for i, line in enumerate(str(text).splitlines())]
+    return "\n".join(lines)
+
+
+def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
+    """What ran, the headline numbers and the paths of the outputs."""
+    out = pipeline.config.output
+    lines = [f"pipeline {pipeline.config.name}: finished in {results.get('seconds', 0):.1f} s"]
+    if "simulate" in results:
+        r = results["simulate"]
+        lines.append(f"  simulate   : {r['files']} files in {r['out_dir']}")
+    if "preprocess" in results:
+        r = results["preprocess"]
+        lines.append(f"  preprocess : {r['n_samples']} fields {r['split_counts']} -> {r['store']}")
+    if "train" in results:
+        r = results["train"]
+        loss = r.get("final_loss")
+        lines.append(f"  train      : step {r['step']}, final loss "
+                     f"{'n/a' if loss is None else f'{loss:.4f}'} -> {r['checkpoint']}")
+    if "sample" in results:
+        r = results["sample"]
+        lines.append(f"  sample     : {r['n_samples']} fields in {r['chunks']} chunks "
+                     f"({r['chunks_skipped']} resumed), {r['samples_per_second']:.1f} samples/s "
+                     f"-> {r['output']}")
+    if "evaluate" in results:
+        r = results["evaluate"]
+        lines.append(f"  evaluate   : {r['points']} held-out points, {r['figures']} figures -> "
+                     f"{r['summary']}")
+        for var, scores in r["headline"].items():
+            text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
+            lines.append(f"               {var}: median {text}")
+    lines.append(f"  outputs in {out.root}/ (run record: {out.root / 'run.json'})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Stage order, resume and progress of a pipeline: simulate, preprocess, train, sample, evaluate.
+
+>>> from rho_workflow.pipeline import run_pipeline
+>>> summary = run_pipeline("pipelines/demo.yaml")                        # doctest: +SKIP
+>>> summary = run_pipeline(config_dict, stages=["sample"], resume=True)  # doctest: +SKIP
+
+Each stage reads what the previous one wrote under ``output.dir`` (store, checkpoint) and
+records itself in ``output.dir/run.json`` with the fingerprint of the config it ran with.
+With ``resume`` a stage whose record matches is skipped, training continues from its last
+checkpoint and a sweep skips its finished chunks. :meth:`Pipeline.plan` is the ``--dry-run``:
+the resolved config and the tasks, chunks and resources of every stage, computed without
+running anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from rho_workflow.config import PipelineConfig, load_pipeline
+from rho_workflow.workflow.atomic import atomic_write_json
+
+__all__ = ["Pipeline", "run_pipeline", "STAGES", "PipelineError"]
+
+STAGES = ("simulate", "preprocess", "train", "sample", "evaluate")
+logger = logging.getLogger("rho_workflow")
+
+
+class PipelineError(RuntimeError):
+    """A stage cannot run (a missing input, a failed task); the message says what to do."""
+
+
+class Pipeline:
+    """A validated pipeline and the methods that run its stages on a Dask client."""
+
+    def __init__(self, config: PipelineConfig, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.out = config.output
+
+    @classmethod
+    def from_source(cls, source: str | Path | Mapping[str, Any],
+                    cluster: Mapping[str, Any] | None = None, progress: bool = True) -> "Pipeline":
+        """From a YAML path or a mapping (``cluster`` replaces the cluster section)."""
+        if isinstance(source, Mapping):
+            return cls(PipelineConfig.from_dict(source, cluster=cluster), progress)
+        return cls(load_pipeline(source, cluster=cluster), progress)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.out.root / "run.json"
+
+    def _state(self) -> dict[str, Any]:
+        import json
+
+        if self.state_path.is_file():
+            return json.loads(self.state_path.read_text())
+        return {"stages": {}}
+
+    def _record(self, stage: str, fingerprint: str, result: Mapping[str, Any]) -> None:
+        state = self._state()
+        state["pipeline"] = self.config.name
+        state["stages"][stage] = {"fingerprint": fingerprint, "finished": time.time(),
+                                  "result": dict(result)}
+        atomic_write_json(self.state_path, state)
+
+    def _done(self, stage: str, fingerprint: str) -> dict[str, Any] | None:
+        entry = self._state()["stages"].get(stage)
+        if entry and entry["fingerprint"] == fingerprint:
+            return entry["result"]
+        return None
+
+    def fingerprints(self) -> dict[str, str]:
+        """What each stage's result depends on (config sections, chained down the stages)."""
+        from rho_workflow.config import config_fingerprint
+
+        c = self.config.to_dict()
+        simulate = config_fingerprint(c["simulate"])
+        preprocess = config_fingerprint([simulate, c["data"]])
+        train = config_fingerprint([preprocess, c["model"], c["training"]])
+        return {"simulate": simulate, "preprocess": preprocess, "train": train}
+
+    # -- plan (--dry-run) -----------------------------------------------------------------------
+    def plan(self) -> dict[str, Any]:
+        """The resolved config and, per stage, its tasks, chunks and resources (plain data)."""
+        cfg = self.config
+        stages: dict[str, Any] = {}
+        if cfg.simulate is not None:
+            stages["simulate"] = {"tasks": 1, "where": "this process",
+                                  "writes": f"{cfg.simulate.runs} {cfg.simulate.kind} runs to "
+                                            f"{cfg.simulate.out_dir}"}
+        files = sorted({f for pattern in cfg.data.files for f in glob.glob(pattern)})
+        stages["preprocess"] = {"files": len(files) if files else "written by the simulate stage",
+                                "graph": "one Dask graph: read, check, normalize, write",
+                                "writes": str(self.out.store_path)}
+        t = cfg.training
+        stages["train"] = {"tasks": t.workers,
+                           "mode": "data-parallel (torch.distributed, "
+                                   f"{'nccl' if t.gpu and t.backend != 'gloo' else 'gloo'})"
+                           if t.workers > 1 else "one task",
+                           "resources": {"GPU": 1} if t.gpu else "any worker",
+                           "steps": t.train_config.steps, "global_batch": t.train_config.batch_size,
+                           "writes": str(self.out.checkpoint_path)}
+        sweep = self._sweep_plan(for_dry_run=True)
+        stages["sample"] = {"description": sweep.describe(), "tasks": len(sweep.chunks),
+                            "samples": sweep.n_samples,
+                            "resources": {"GPU": 1} if cfg.sampling.gpu else "any worker",
+                            "retries": cfg.sampling.retries,
+                            "writes": str(self.out.samples_path)}
+        if cfg.evaluation.enabled:
+            stages["evaluate"] = {"reference": f"{cfg.evaluation.split} split of the store, up to "
+                                               f"{cfg.evaluation.max_points} parameter points",
+                                  "writes": str(self.out.evaluation_dir)}
+        cluster: dict[str, Any] = {"description": cfg.cluster.describe()}
+        if hasattr(cfg.cluster, "job_script"):
+            cluster["job_script"] = cfg.cluster.job_script()
+        return {"config": cfg.to_dict(), "cluster": cluster, "stages": stages}
+
+    def _param_space(self, for_dry_run: bool = False) -> Any:
+        """The model's parameter space: from the checkpoint, else the store, else (dry run
+        only) the data section's names and units with open ranges."""
+        from rho_workflow.params import Parameter, ParamSpace
+
+        ckpt = self.out.checkpoint_path
+        if ckpt.is_file():
+            from rho_workflow.training.checkpoint import load_checkpoint
+
+            return ParamSpace.from_dict(load_checkpoint(ckpt)["config"]["param_space"])
+        if self.out.store_path.exists():
+            from rho_workflow.data.store import open_store
+
+            with open_store(self.out.store_path) as store:
+                return store.param_space
+        if not for_dry_run:
+            raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
+        params = []
+        for name, src in self.config.data.params.items():
+            values = self._grid_values(name)
+            if src.kind == "categorical" or any(isinstance(v, str) for v in values):
+                params.append(Parameter(name, src.units, "categorical", values=tuple(values)))
+            else:
+                params.append(Parameter(name, src.units, "continuous", low=-1e300, high=1e300))
+        return ParamSpace(params)
+
+    def _grid_values(self, name: str) -> list:
+        grid = self.config.sampling.grid or {}
+        spec = grid.get(name, [])
+        values = spec if isinstance(spec, list) else spec.get("values", [0.0])
+        if isinstance(self.config.sampling.table, list):
+            values = [row.get(name) for row in self.config.sampling.table]
+        return list(dict.fromkeys(values)) or [0.0]
+
+    def _sweep_plan(self, for_dry_run: bool = False) -> Any:
+        from rho_workflow.workflow.sweep import plan_sweep
+
+        return plan_sweep(self.config.sampling, self._param_space(for_dry_run))
+
+    # -- running --------------------------------------------------------------------------------
+    def run(self, stages: Sequence[str] | None = None, *, resume: bool = False,
+            client: Any = None) -> dict[str, Any]:
+        """Run ``stages`` (default: all, in order) on ``client`` or on the configured cluster."""
+        stages = list(stages or STAGES)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise PipelineError(f"unknown stages {unknown}; valid stages are {list(STAGES)}")
+        stages = [s for s in STAGES if s in stages]
+        if "simulate" in stages and self.config.simulate is None:
+            stages.remove("simulate")
+        if "evaluate" in stages and not self.config.evaluation.enabled:
+            stages.remove("evaluate")
+        self.out.root.mkdir(parents=True, exist_ok=True)
+        results: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        if "simulate" in stages:
+            results["simulate"] = self.simulate(resume=resume)
+        rest = [s for s in stages if s != "simulate"]
+        if rest:
+            with self._client(client) as c:
+                for stage in rest:
+                    logger.info("stage %s", stage)
+                    results[stage] = getattr(self, stage)(c, resume=resume)
+        results["seconds"] = time.perf_counter() - t0
+        return results
+
+    @contextlib.contextmanager
+    def _client(self, client: Any) -> Iterator[Any]:
+        if client is not None:
+            yield client
+            return
+        with self.config.cluster.connect() as c:
+            yield c
+
+    def simulate(self, *, resume: bool = False) -> dict[str, Any]:
+        """Write the synthetic simulation sweep of the ``simulate`` section."""
+        from rho_workflow.data.make_data import write_sweep
+
+        sim = self.config.simulate
+        fp = self.fingerprints()["simulate"]
+        done = self._done("simulate", fp) if resume else None
+        if done and Path(sim.out_dir).is_dir():
+            return {**done, "skipped": True}
+        paths = write_sweep(sim.kind, sim.out_dir, runs=sim.runs, seed=sim.seed, size=sim.size,
+                            realizations=sim.realizations)
+        result = {"files": len(paths), "out_dir": sim.out_dir}
+        self._record("simulate", fp, result)
+        return result
+
+    def preprocess(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
+        """Validate the sweep and write the training store (one Dask graph on ``client``)."""
+        from rho_workflow.data.store import preprocess
+
+        fp = self.fingerprints()["preprocess"]
+        done = self._done("preprocess", fp) if resume else None
+        if done and self.out.store_path.exists():
+            return {**done, "skipped": True}
+        info = preprocess(self.config.data, self.out.store_path, client=client,
+                          progress=self.progress)
+        result = {"store": str(info.path), "n_samples": info.n_samples,
+                  "split_counts": info.split_counts, "seconds": info.seconds,
+                  "throughput_mb_s": info.throughput_mb_s}
+        self._record("preprocess", fp, result)
+        return result
+
+    def train(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
+        """Train on a worker (``GPU`` resource if asked) or data-parallel on several."""
+        from rho_workflow.workflow.ddp import train_data_parallel
+        from rho_workflow.workflow.tasks import train_model
+
+        if not self.out.store_path.exists():
+            raise PipelineError(f"no training store at {self.out.store_path}: run the preprocess "
+                                "stage first")
+        fp = self.fingerprints()["train"]
+        ckpt = self.out.checkpoint_path
+        done = self._done("train", fp) if resume else None
+        if done and ckpt.is_file():
+            return {**done, "skipped": True}
+        t = self.config.training
+        topic = f"rho-train-{uuid.uuid4().hex[:8]}"
+        spec = {"data": {"kind": "store", "path": str(self.out.store_path.resolve()), "split": "train"},
+                "model": self.config.to_dict()["model"], "train": t.train_config.to_dict(),
+                "metadata": {"pipeline": self.config.to_dict()},
+                "checkpoint": str(ckpt.resolve()), "resume": resume and ckpt.is_file(),
+                "threads": t.threads, "progress_topic": topic}
+        with self._train_progress(client, topic, t.train_config.steps):
+            if t.workers > 1:
+                result = train_data_parallel(client, spec, t.workers, gpu=t.gpu, backend=t.backend,
+                                             timeout_s=t.timeout_s, max_attempts=t.max_attempts)
+            else:
+                result = self._train_one(client, spec, train_model)
+        summary = {"checkpoint": result["checkpoint"], "checkpoint_sha256": result["checkpoint_sha256"],
+                   "step": result["step"], "final_loss": (result["losses"] or [None])[-1],
+                   "steps_per_second": (len(result["losses"]) / result["train_seconds"]
+                                        if result.get("train_seconds") else None),
+                   "seconds": result["seconds"], "attempts": result.get("attempts", 1)}
+        self._record("train", fp, summary)
+        return summary
+
+    def _train_one(self, client: Any, spec: dict, train_model: Any) -> dict[str, Any]:
+        t = self.config.training
+        errors = []
+        for attempt in range(t.max_attempts):
+            future = client.submit(train_model, spec, resources={"GPU": 1} if t.gpu else None,
+                                   pure=False, key=f"train-{uuid.uuid4().hex[:10]}")
+            try:
+                return {**future.result(), "attempts": attempt + 1}
+            except Exception as exc:  # a worker lost or a failed step: resume from checkpoint
+                errors.append(f"attempt {attempt + 1}: {type(exc).__name__}: {exc}")
+                logger.warning("training task failed (%s); resubmitting from the last checkpoint", exc)
+                spec = {**spec, "resume": Path(spec["checkpoint"]).is_file()}
+        raise PipelineError("training failed on every attempt:\n  " + "\n  ".join(errors))
+
+    @contextlib.contextmanager
+    def _train_progress(self, client: Any, topic: str, total: int) -> Iterator[None]:
+        """A client-side progress bar fed by the training task's log events."""
+        if not self.progress:
+            yield
+            return
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="train", unit="step", mininterval=1.0)
+
+        def handler(event: Any) -> None:
+            msg = event[1] if isinstance(event, tuple) else event
+            if isinstance(msg, Mapping) and msg.get("kind") == "train":
+                bar.n = int(msg["step"])
+                bar.set_postfix(loss=f"{msg['loss']:.4f}", refresh=False)
+                bar.refresh()
+
+        client.subscribe_topic(topic, handler)
+        try:
+            yield
+        finally:
+            client.unsubscribe_topic(topic)
+            bar.close()
+
+    def sample(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
+        """Sample the sweep in chunk tasks and consolidate it into one labeled file."""
+        from rho_workflow.workflow.output import provenance_attrs
+        from rho_workflow.workflow.sampling import run_sweep
+
+        ckpt = self.out.checkpoint_path
+        if not ckpt.is_file():
+            raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
+        from rho_workflow.training.checkpoint import file_sha256
+        from rho_workflow.workflow.sampling import sweep_fingerprint
+
+        plan = self._sweep_plan()
+        s, o = self.config.sampling, self.out
+        sha = file_sha256(ckpt)
+        fp = sweep_fingerprint(plan, sha, o.dtype)
+        done = self._done("sample", fp) if resume else None
+        if done and o.samples_path.exists():
+            return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
+        attrs = provenance_attrs(plan, checkpoint_sha256=sha,
+                                 config=self.config.to_dict(), title=o.title,
+                                 institution=o.institution,
+                                 command=f"rho-workflow sample {self.config.source or self.config.name}")
+        result = run_sweep(plan, ckpt, o.samples_path, o.parts_dir, client=client, resume=resume,
+                           fmt=o.format, complevel=o.complevel, dtype=o.dtype, gpu=s.gpu,
+                           threads=s.threads, retries=s.retries, attrs=attrs,
+                           keep_parts=o.keep_parts, progress=self.progress)
+        self._record("sample", fp, result)
+        return result
+
+    def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
+        """Generated vs held-out simulated fields at the held-out parameter points."""
+        from rho_workflow.data.store import open_store
+        from rho_workflow.training.checkpoint import file_sha256
+        from rho_workflow.workflow.evaluation import (evaluate_sweep, evaluation_plan,
+                                                      reference_points)
+        from rho_workflow.workflow.output import provenance_attrs
+        from rho_workflow.workflow.sampling import run_sweep
+
+        ckpt, e = self.out.checkpoint_path, self.config.evaluation
+        if not ckpt.is_file():
+            raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
+        with open_store(self.out.store_path) as store:
+            refs = reference_points(store, e.split, e.max_points)
+        plan = evaluation_plan(refs, self.config.sampling, self._param_space())
+        out_dir = self.out.evaluation_dir
+        attrs = provenance_attrs(plan, checkpoint_sha256=file_sha256(ckpt),
+                                 config=self.config.to_dict(), title=f"{self.config.name}: "
+                                 f"generated fields at the {e.split} parameter points",
+                                 institution=self.out.institution, command="rho-workflow evaluate")
+        s = self.config.sampling
+        sweep = run_sweep(plan, ckpt, out_dir / "samples.nc", out_dir / "parts", client=client,
+                          resume=resume, complevel=self.out.complevel, gpu=s.gpu, threads=s.threads,
+                          retries=s.retries, attrs=attrs, progress=self.progress)
+        summary = evaluate_sweep(out_dir / "samples.nc", self.out.store_path, refs, out_dir,
+                                 bins=e.bins, figures=e.figures)
+        result = {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
+                  "points": len(refs), "headline": summary["headline"],
+                  "figures": len(summary["figures"])}
+        self._record("evaluate", sweep["fingerprint"], result)
+        return result
+
+
+def run_pipeline(source: str | Path | Mapping[str, Any], stages: Sequence[str] | None = None, *,
+                 resume: bool = False, cluster: Mapping[str, Any] | None = None,
+                 dry_run: bool = False, client: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Run a pipeline (YAML path or mapping) from Python; ``dry_run`` returns the plan."""
+    pipeline = Pipeline.from_source(source, cluster=cluster, progress=progress)
+    if dry_run:
+        return pipeline.plan()
+    return pipeline.run(stages, resume=resume, client=client)

@@ -1,0 +1,168 @@
+"""The evaluate stage: generated fields against held-out simulated runs at the same points.
+
+The held-out split of the training store holds runs whose parameter points the model never
+saw. :func:`evaluation_plan` takes up to ``max_points`` of those points as a table sweep with
+as many members as there are reference fields per point; :func:`evaluate_sweep` compares each
+point's generated fields with its simulated ones (value statistics, Wasserstein distance,
+power spectrum on periodic cubic grids; :mod:`rho_workflow.evaluate`), and writes a JSON
+summary and PNG figures whose axes carry physical units.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+import numpy as np
+import xarray as xr
+
+from rho_workflow.params import ParamSpace
+from rho_workflow.workflow.atomic import atomic_write_json
+from rho_workflow.workflow.sweep import SweepPlan, plan_sweep
+
+__all__ = ["reference_points", "evaluation_plan", "evaluate_sweep", "box_size_of"]
+
+
+def reference_points(store: Any, split: str, max_points: int) -> list[tuple[dict, np.ndarray]]:
+    """Up to ``max_points`` distinct parameter points of ``split`` with their sample indices
+    (points in the store's order, spread evenly over the split)."""
+    idx = store.split_indices(split)
+    if len(idx) == 0:
+        raise ValueError(f"evaluation.split: the training store has no {split!r} samples; "
+                         "raise data.split.held_out or choose another split")
+    points = store.points(indices=idx)
+    groups: dict[tuple, list[int]] = {}
+    firsts: dict[tuple, dict] = {}
+    for i, p in zip(idx, points):
+        key = tuple(p[n] for n in store.param_space.names)
+        groups.setdefault(key, []).append(int(i))
+        firsts.setdefault(key, p)
+    keys = list(groups)
+    chosen = [keys[int(round(j))] for j in np.linspace(0, len(keys) - 1, min(max_points, len(keys)))]
+    return [(firsts[k], np.asarray(groups[k])) for k in dict.fromkeys(chosen)]
+
+
+def evaluation_plan(refs: list[tuple[dict, np.ndarray]], sampling: Any,
+                    param_space: ParamSpace) -> SweepPlan:
+    """A table sweep at the reference points, one member per reference field."""
+    members = max(len(ix) for _, ix in refs)
+    section = SimpleNamespace(
+        grid=None, table=[dict(p) for p, _ in refs], table_units={}, members=members,
+        seed=sampling.seed, sampler=sampling.sampler, steps=sampling.steps,
+        guidance=sampling.guidance, allow_extrapolation=True, batch_size=sampling.batch_size,
+        chunk_size=sampling.chunk_size)
+    return plan_sweep(section, param_space, path="evaluation")
+
+
+def box_size_of(coords: Mapping[str, Any], dims: list[str]) -> tuple[float | None, str]:
+    """Side of a periodic cubic box of cell-centred coordinates, and its units; None when
+    the grid is not cubic and uniformly spaced (no power spectrum then)."""
+    sizes, units = [], set()
+    for d in dims:
+        values = np.asarray(coords[d]["values"], dtype=np.float64)
+        units.add(coords[d].get("units", "1"))
+        steps = np.diff(values)
+        if len(values) < 4 or not np.allclose(steps, steps[0], rtol=1e-6):
+            return None, ""
+        sizes.append(len(values) * float(steps[0]))
+    if len(units) != 1 or not np.allclose(sizes, sizes[0], rtol=1e-6):
+        return None, ""
+    return float(sizes[0]), units.pop()
+
+
+def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
+                   refs: list[tuple[dict, np.ndarray]], out_dir: str | Path, *,
+                   bins: int = 50, figures: bool = True) -> dict[str, Any]:
+    """Compare generated (``samples_path``, a table sweep at ``refs``) with reference fields;
+    write ``summary.json`` and figures under ``out_dir``; return the summary."""
+    from rho_workflow.data.store import open_store
+    from rho_workflow.evaluate.metrics import compare_fields
+    from rho_workflow.evaluate.plots import (plot_field_gallery, plot_spectra,
+                                             plot_value_histograms)
+    from rho_workflow.workflow.output import udunits
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"samples": str(samples_path), "store": str(store_path),
+                               "points": [], "figures": []}
+    with open_store(store_path) as store, xr.open_dataset(samples_path) as gen_ds:
+        meta = store.metadata()
+        dims = list(meta["spatial_dims"])
+        box, length_units = box_size_of(meta["coords"], dims)
+        summary["box_size"] = box
+        summary["box_units"] = length_units
+        pooled: dict[str, tuple[list, list]] = {v: ([], []) for v in store.variables}
+        for case, (point, indices) in enumerate(refs):
+            physical = store.fields()[indices].compute(scheduler="threads")
+            entry: dict[str, Any] = {"case": case, "point": point, "seen_in_training": False,
+                                     "n_reference": int(len(indices)), "metrics": {}}
+            for c, var in enumerate(store.variables):
+                gen = np.asarray(gen_ds[var].isel(case=case).values, dtype=np.float64)
+                ref = np.asarray(physical[:, c], dtype=np.float64)
+                metrics = compare_fields(gen, ref, box, n_bins=None)
+                entry["metrics"][var] = metrics
+                pooled[var][0].append(gen)
+                pooled[var][1].append(ref)
+                if figures:
+                    summary["figures"] += _figures(out_dir, case, var, point, gen, ref, metrics,
+                                                   store.field_attrs.get(var, {}), length_units,
+                                                   len(dims), bins, plot_spectra,
+                                                   plot_value_histograms, udunits)
+            summary["points"].append(entry)
+        summary["pooled"] = {}
+        for var, (gens, ref_list) in pooled.items():
+            pooled_metrics = compare_fields(np.concatenate(gens), np.concatenate(ref_list), None)
+            summary["pooled"][var] = pooled_metrics
+            if figures:
+                first = [g[0] for g in gens][:8]
+                titles = [_point_title(p) for p, _ in refs][:8]
+                coords = meta["coords"]
+                extent = None
+                if len(dims) == 2:
+                    xs, ys = (np.asarray(coords[d]["values"]) for d in dims)
+                    extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+                path = plot_field_gallery(first, titles, out_dir / f"gallery_{var}.png",
+                                          extent=extent,
+                                          units=store.field_attrs.get(var, {}).get("units"))
+                summary["figures"].append(str(path))
+    summary["headline"] = _headline(summary)
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _point_title(point: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
+def _figures(out_dir: Path, case: int, var: str, point: dict, gen: np.ndarray, ref: np.ndarray,
+             metrics: dict, attrs: Mapping[str, Any], length_units: str, ndim: int, bins: int,
+             plot_spectra: Any, plot_value_histograms: Any, udunits: Any) -> list[str]:
+    units = attrs.get("units")
+    title = f"{var} at {_point_title(point)} (held out)"
+    paths = [plot_value_histograms({"generated": gen, "held-out simulation": ref}, units,
+                                   out_dir / f"values_{var}_case{case}.png", bins=bins, title=title)]
+    spectrum = metrics.get("spectrum")
+    if spectrum is not None:
+        k = np.asarray(spectrum["k"], dtype=np.float64)
+        as_array = lambda v: np.asarray([np.nan if x is None else x for x in v], dtype=np.float64)
+        field_units = "" if units in (None, "", "1") else f"({units})2 "
+        paths.append(plot_spectra(
+            k, {"generated": as_array(spectrum["p_generated"]),
+                "held-out simulation": as_array(spectrum["p_reference"])},
+            f"rad {udunits(length_units)}-1", f"{field_units}{udunits(length_units)}{ndim}",
+            out_dir / f"spectrum_{var}_case{case}.png", title=title))
+    return [str(p) for p in paths]
+
+
+def _headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Medians over points of the main scores, per field variable."""
+    out = {}
+    for var in summary["pooled"]:
+        rows = [p["metrics"][var] for p in summary["points"]]
+        out[var] = {key: float(np.median([r[key] for r in rows if key in r and r[key] is not None
+                                          and math.isfinite(r[key])] or [np.nan]))
+                    for key in ("mean_error", "std_rel_error", "wasserstein_1_in_std",
+                                "variance_ratio", "spectrum_error")}
+    return out

@@ -1,0 +1,127 @@
+"""A small pipeline end to end on a local Dask cluster: simulate, preprocess, train, sample,
+evaluate; labeled CF output; resume; the CLI (dry run, stage commands, errors)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from rho_workflow.cli import main
+from rho_workflow.pipeline import Pipeline, PipelineError, run_pipeline
+from rho_workflow.training.checkpoint import load_checkpoint
+
+
+def small_pipeline(root: Path) -> dict:
+    return {
+        "name": "e2e",
+        "simulate": {"kind": "lognormal-field", "out_dir": str(root / "sims"), "runs": 12,
+                     "realizations": 2, "size": 16, "seed": 0},
+        "data": {"files": str(root / "sims" / "*.nc"), "variables": ["density"],
+                 "spatial_dims": ["x", "y"], "sample_dims": ["realization"], "units": {"density": "1"},
+                 "params": {"index": {"source": "variable_attribute", "units": "1"},
+                            "amplitude": {"source": "variable_attribute", "units": "Mparsec2"}},
+                 "transform": {"log": True}, "split": {"validation": 0.1, "held_out": 0.2, "seed": 0}},
+        "model": {"network": {"kind": "unet", "dims": 2, "base_channels": 8, "channel_mults": [1, 2],
+                              "num_res_blocks": 1, "attention_levels": []}},
+        "training": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "log_every": 4,
+                     "checkpoint_every": 6, "threads": 1},
+        "sampling": {"steps": 3, "members": 2, "batch_size": 2, "chunk_size": 4, "seed": 11,
+                     "grid": {"index": {"start": -2.5, "stop": -1.5, "num": 2},
+                              "amplitude": {"values": [800000, 1600000], "units": "kpc2"}}},
+        "evaluation": {"max_points": 2, "bins": 10},
+        "output": {"dir": str(root / "out"), "title": "e2e test"},
+        "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "dashboard": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    spec = small_pipeline(root)
+    results = run_pipeline(spec, progress=False)
+    return root, spec, results
+
+
+def test_all_stages_write_their_outputs(finished):
+    root, spec, results = finished
+    out = root / "out"
+    assert results["simulate"]["files"] == 12
+    assert results["preprocess"]["n_samples"] == 24
+    assert results["train"]["step"] == 12
+    ckpt = load_checkpoint(out / "model.ckpt")
+    assert ckpt["config"]["metadata"]["pipeline"]["name"] == "e2e"  # resolved config stored
+    assert ckpt["config"]["metadata"]["fields"][0]["name"] == "density"
+    with xr.open_dataset(out / "samples.nc") as ds:
+        assert ds["density"].dims == ("index", "amplitude", "member", "x", "y")
+        assert ds["density"].shape == (2, 2, 2, 16, 16)
+        np.testing.assert_allclose(ds["amplitude"].values, [0.8, 1.6])  # kpc2 -> Mpc2
+        assert ds["amplitude"].attrs["units"] in ("Mparsec2", "megaparsec2")
+        assert ds["x"].attrs["units"] in ("Mparsec", "megaparsec", "Mpc")
+        assert ds["density"].attrs["units"] == "1"
+        values = ds["density"].values
+        assert np.isfinite(values).all() and (values > 0).all()  # log transform inverted
+        assert json.loads(ds.attrs["rho_pipeline_config"])["sampling"]["seed"] == 11
+        assert ds.attrs["rho_checkpoint_sha256"] == results["train"]["checkpoint_sha256"]
+        assert ds.attrs["rho_sampler"] == "dpmpp_2m" and ds.attrs["rho_steps"] == 3
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert len(summary["points"]) == 2
+    assert all(not p["seen_in_training"] for p in summary["points"])
+    assert summary["box_size"] == pytest.approx(100.0)
+    assert "spectrum_error" in summary["points"][0]["metrics"]["density"]
+    assert all(Path(f).is_file() for f in summary["figures"])
+    assert any("spectrum_density" in f for f in summary["figures"])
+    state = json.loads((out / "run.json").read_text())
+    assert set(state["stages"]) == {"simulate", "preprocess", "train", "sample", "evaluate"}
+
+
+def test_output_passes_the_cf_checker(finished):
+    pytest.importorskip("compliance_checker")
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    root, _, _ = finished
+    CheckSuite.load_all_available_checkers()
+    report = root / "cf.json"
+    ComplianceChecker.run_checker(str(root / "out" / "samples.nc"), ["cf:1.8"], verbose=0,
+                                  criteria="normal", output_filename=str(report),
+                                  output_format="json")
+    high = json.loads(report.read_text())["cf:1.8"]["high_priorities"]
+    assert [m for item in high for m in item["msgs"]] == []
+
+
+def test_resume_skips_finished_stages(finished):
+    root, spec, results = finished
+    again = Pipeline.from_source(spec, progress=False).run(["preprocess", "train", "sample"],
+                                                           resume=True)
+    assert again["preprocess"]["skipped"] and again["train"]["skipped"]
+    assert again["sample"]["skipped"]
+    # a changed sampling seed is a new sweep: it runs (and resumes nothing)
+    changed = copy.deepcopy(spec)
+    changed["sampling"]["seed"] = 12
+    changed["output"]["filename"] = "samples-seed12.nc"
+    rerun = Pipeline.from_source(changed, progress=False).run(["sample"], resume=True)
+    assert rerun["sample"]["chunks_run"] == 2 and rerun["sample"]["chunks_skipped"] == 0
+
+
+def test_cli_dry_run_stages_and_errors(finished, tmp_path, capsys):
+    root, spec, _ = finished
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--dry-run", "--cluster", "{kind: local, n_workers: 3}"]) == 0
+    text = capsys.readouterr().out
+    assert "# resolved config" in text and "n_workers=3" in text
+    assert "grid sweep: index[1]: 2 values" in text and "2 chunk task(s)" in text
+    bad = copy.deepcopy(spec)
+    bad["sampling"]["chunk_size"] = 3
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["sample", str(path)]) == 2
+    assert "sampling.chunk_size: must be a multiple" in capsys.readouterr().err
+    missing = copy.deepcopy(spec)
+    missing["output"]["dir"] = str(tmp_path / "empty")
+    with pytest.raises(PipelineError, match="run the train stage first"):
+        Pipeline.from_source(missing, progress=False).sample(client=None)
