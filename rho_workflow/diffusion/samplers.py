@@ -149,7 +149,10 @@ def sample_heun(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, con
                 generator: BatchGenerator | None = None, callback: Callback = None) -> torch.Tensor:
     """Deterministic Heun sampler, Karras et al. 2022 Algorithm 1 (2nd order; Euler at the step to 0).
 
-    Deterministic; ``generator`` is unused.
+    Deterministic; ``generator`` is unused. The trapezoidal correction needs moderate step
+    ratios ``t/s``: use it with ``karras`` or ``log-snr`` levels capped at ``sigma_max = 80``.
+    With the ``discrete`` levels of the cosine schedule (first step from sigma ~ 2e4) it
+    diverges, as any explicit second-order rule would.
     """
     levels = _check(x, sigmas)
     out_dtype, x = x.dtype, x.to(torch.float64)
