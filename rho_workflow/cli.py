@@ -52,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.command == "make-data":
         from rho_workflow.data.make_data import run
 
@@ -60,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rho_workflow.config import ConfigError
     from rho_workflow.pipeline import Pipeline, PipelineError
     from rho_workflow.workflow.cluster import parse_cluster_override
+
+    import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     try:
         cluster = parse_cluster_override(args.cluster) if args.cluster else None

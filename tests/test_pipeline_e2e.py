@@ -125,3 +125,29 @@ def test_cli_dry_run_stages_and_errors(finished, tmp_path, capsys):
     missing["output"]["dir"] = str(tmp_path / "empty")
     with pytest.raises(PipelineError, match="run the train stage first"):
         Pipeline.from_source(missing, progress=False).sample(client=None)
+
+
+def test_accessor_dataset_to_model_to_labeled_sweep():
+    import rho_workflow.accessor  # noqa: F401  (registers .rho)
+    from rho_workflow.accessor import sample_sweep
+
+    rng = np.random.default_rng(0)
+    index = rng.uniform(-3, -1, 24)
+    x = np.linspace(5, 95, 8)
+    ds = xr.Dataset(
+        {"density": (("run", "x", "y"), rng.lognormal(size=(24, 8, 8)),
+                     {"units": "1", "long_name": "density"})},
+        coords={"index": ("run", index, {"units": "1"}), "x": ("x", x, {"units": "Mparsec"}),
+                "y": ("y", x, {"units": "Mparsec"})})
+    model = ds.rho.fit("density", params=["index"], sample_dim="run", log=True, steps=4,
+                       batch_size=8, progress=False, device="cpu",
+                       network={"kind": "unet", "dims": 2, "base_channels": 8, "channel_mults": [1, 2],
+                                "num_res_blocks": 1, "attention_levels": []})
+    out = ds.isel(run=slice(0, 3)).rho.sample(model, members=2, steps=2)
+    assert out["density"].dims == ("case", "member", "x", "y")
+    np.testing.assert_allclose(out["index"].values, index[:3])
+    assert out["x"].attrs["units"] == "Mparsec" and out.attrs["Conventions"] == "CF-1.8"
+    assert (out["density"].values > 0).all()
+    grid = sample_sweep(model, grid={"index": {"start": -2.5, "stop": -1.5, "num": 3}}, members=2,
+                        steps=2, batch_size=2)
+    assert grid["density"].dims == ("index", "member", "x", "y")
