@@ -85,7 +85,8 @@ def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond
                    schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
                    weighting: str = "plain", gamma: float = 5.0, sigma_sampling: str = "schedule",
                    mask: torch.Tensor | None = None, prediction: str | None = None,
-                   sigma_data: float | None = None) -> torch.Tensor:
+                   sigma_data: float | None = None, sigma: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
     """EDM eq. 2: mean over valid points of ``lambda(sigma) (D(x0 + sigma n, sigma, cond) - x0)^2``.
 
     For a :class:`Denoiser` the same quantity is computed from the network output,
@@ -107,6 +108,10 @@ def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond
     mask : Tensor of bool, optional
         Broadcastable to ``x0``; True marks valid points. The loss averages over valid points
         only. Invalid points must still hold finite values (the network sees them).
+    sigma, noise : Tensor, optional
+        Noise levels ``(B,)`` and standard normal noise shaped like ``x0``, drawn by the caller
+        (the trainer draws them for the global batch, so data-parallel ranks agree); when
+        given, ``generator`` and ``sigma_sampling`` are not used.
     """
     prediction = prediction or getattr(denoiser, "prediction", None)
     if prediction is None:
@@ -114,9 +119,15 @@ def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond
                          "prediction='x0' (or 'eps', 'v') to choose the plain loss weight")
     sigma_data = float(sigma_data if sigma_data is not None else getattr(denoiser, "sigma_data", 1.0))
     batch = x0.shape[0]
-    sigma = sample_training_sigmas(schedule, batch, generator, how=sigma_sampling).to(x0.device)
-    noise_device = generator.device if generator is not None else x0.device
-    noise = torch.randn(x0.shape, generator=generator, device=noise_device, dtype=x0.dtype).to(x0.device)
+    if sigma is None:
+        sigma = sample_training_sigmas(schedule, batch, generator, how=sigma_sampling)
+    if noise is None:
+        noise_device = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=noise_device, dtype=x0.dtype)
+    if tuple(sigma.shape) != (batch,) or noise.shape != x0.shape:
+        raise ValueError(f"denoising_loss: sigma must have shape ({batch},) and noise {tuple(x0.shape)}; "
+                         f"got {tuple(sigma.shape)} and {tuple(noise.shape)}")
+    sigma, noise = sigma.to(x0.device), noise.to(x0.device, x0.dtype)
     weight = loss_weight(sigma, prediction, sigma_data, weighting, gamma)
     x = x0 + batch_sigma(sigma, x0).reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype) * noise
     bshape = (-1, *([1] * (x0.ndim - 1)))

@@ -14,7 +14,6 @@ Rank 0 alone writes checkpoints and shows progress.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -24,7 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rho_workflow.diffusion.losses import loss_weight, sample_training_sigmas
+from rho_workflow.diffusion.losses import denoising_loss, sample_training_sigmas
+from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
 
 __all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device"]
@@ -173,14 +173,15 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     ema = EMA(net, cfg.ema_decay)
     if state is not None and state.get("ema") is not None:
         ema.load_state_dict(state["ema"])
-    model: nn.Module = denoiser
-    if world > 1:
-        ddp_net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
-        model = copy.copy(denoiser)  # same preconditioning, DDP-wrapped network
-        model.net = ddp_net
-    if cfg.compile:
-        model = torch.compile(model)
+    model = denoiser
+    if world > 1 or cfg.compile:  # same preconditioning around a wrapped network
+        wrapped: nn.Module = net
+        if world > 1:
+            wrapped = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            wrapped = torch.compile(wrapped)
+        model = Denoiser(wrapped, prediction=denoiser.prediction, sigma_data=denoiser.sigma_data)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -201,21 +202,12 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         idx = torch.randint(n, (cfg.batch_size,), generator=g)[local]
         sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling)[local]
         noise = torch.randn((cfg.batch_size, *fields_.shape[1:]), generator=g)[local]
-        x0 = fields_[idx]
-        sigma, noise = sigma.to(device), noise.to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            x0_hat = model(x0 + _bcast(sigma, x0) * noise, sigma, None if cond is None else cond[idx])
-        weight = loss_weight(sigma, denoiser.prediction, denoiser.sigma_data, cfg.weighting,
-                             gamma=cfg.min_snr_gamma)
-        err = (x0_hat.float() - x0) ** 2
-        if mask is not None:
-            err = err * mask
-            per_sample = err.flatten(1).sum(1) / mask.expand_as(x0[0]).sum()
-        else:
-            per_sample = err.flatten(1).mean(1)
-        loss = (weight.to(per_sample) * per_sample).mean()
+            loss = denoising_loss(model, fields_[idx], None if cond is None else cond[idx], schedule,
+                                  weighting=cfg.weighting, gamma=cfg.min_snr_gamma, mask=mask,
+                                  sigma=sigma, noise=noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -241,10 +233,6 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     done = result.step - start
     result.samples_per_second = done * cfg.batch_size / result.seconds if result.seconds > 0 else 0.0
     return result, ema
-
-
-def _bcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
 
 
 class _NoBar:
