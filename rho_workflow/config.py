@@ -388,6 +388,11 @@ def _cross_checks(training: TrainingSection, sampling: SamplingSection,
         problems.append(f"training.batch_size: must be divisible by training.workers "
                         f"({training.workers}) so each rank takes an equal share of the global "
                         f"batch, got {batch}")
+    for key, wants in (("training.gpu", training.gpu), ("sampling.gpu", sampling.gpu)):
+        if wants and cluster.provides("GPU") is False:
+            problems.append(f"{key}: tasks will request resources={{'GPU': 1}} but the {cluster.name} "
+                            "cluster's workers declare no GPU resource (they would wait forever); "
+                            "add resources: {GPU: 1} to the cluster section")
     available = cluster.worker_count()
     if available is not None and training.workers > available:
         problems.append(f"training.workers: {training.workers} data-parallel ranks need as many "

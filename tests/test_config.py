@@ -101,3 +101,11 @@ def test_invalid_yaml_file(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_pipeline(bad)
+
+
+def test_gpu_tasks_need_workers_with_a_gpu_resource(demo):
+    demo["training"]["gpu"] = True
+    found = problems_of(demo)
+    assert any("training.gpu: tasks will request resources={'GPU': 1}" in p for p in found)
+    demo["cluster"]["resources"] = {"GPU": 1}
+    assert PipelineConfig.from_dict(demo).training.gpu

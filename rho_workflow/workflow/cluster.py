@@ -44,6 +44,10 @@ class ClusterKind:
         """Workers this section will start, or None where it cannot be known in advance."""
         return None
 
+    def provides(self, resource: str) -> bool | None:
+        """Whether the workers it starts declare ``resource``; None when unknown."""
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.name, **dataclasses.asdict(self)}
 
@@ -80,6 +84,9 @@ class LocalKind(ClusterKind):
 
     def worker_count(self) -> int:
         return self.n_workers
+
+    def provides(self, resource: str) -> bool:
+        return float(self.resources.get(resource, 0)) > 0
 
     def _start(self, stack: contextlib.ExitStack) -> Any:
         from distributed import Client, LocalCluster
@@ -165,6 +172,11 @@ class JobqueueKind(ClusterKind):
 
     def worker_count(self) -> int | None:
         return None if self.processes is None else self.jobs * self.processes
+
+    def provides(self, resource: str) -> bool | None:
+        if float(self.resources.get(resource, 0)) > 0:
+            return True
+        return None if "--resources" in self.worker_extra_args else False
 
     def cluster_kwargs(self) -> dict[str, Any]:
         """The keywords given to the dask-jobqueue class: only those set in the pipeline."""

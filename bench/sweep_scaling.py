@@ -1,0 +1,205 @@
+"""Sweep sampling throughput: in one process without Dask, on 1 and 2 local Dask workers.
+
+    .venv/bin/python bench/sweep_scaling.py                  # scaling table + 100k-field sweep
+    .venv/bin/python bench/sweep_scaling.py --large 0        # scaling only
+
+The same sweep (a grid of parameter points x members, fixed seeds and micro-batches) is
+sampled three ways with the sweep runner of the pipeline (chunk tasks, parts, manifest,
+consolidation to netCDF): ``in-process`` (no Dask), ``1 worker`` and ``2 workers`` (one thread
+each, a LocalCluster on 127.0.0.1). Samples/s counts the sampling phase (tasks, including the
+one model load per worker); consolidation is reported apart. The three outputs are compared
+bit for bit. Goals: 1 worker within 10 % of in-process; 2 workers >= 1.7x one worker.
+
+``--large N`` then writes a sweep of N 2D fields (tiny network, 2 steps) on 2 workers with a
+memory limit per worker, and reports the peak resident memory of the workers and of this
+process (the consolidation streams one part at a time), the output size and the time.
+Results: a table on stdout and ``bench/results/sweep_scaling.json`` (machine description,
+runs, ratios against the in-process baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "sweep_scaling.json"
+
+
+def make_checkpoint(path: Path, size: int, base_channels: int, mults: list[int]) -> Path:
+    """An (untrained) model of the demo's kind: sampling cost does not depend on training."""
+    import torch
+
+    from rho_workflow.api import RhoModel
+    from rho_workflow.params import Parameter, ParamSpace
+    from rho_workflow.workflow.output import default_metadata
+
+    torch.manual_seed(0)
+    space = ParamSpace([Parameter("index", "1", low=-3, high=-1),
+                        Parameter("amplitude", "Mparsec2", low=0.5, high=2.0)])
+    network = {"kind": "unet", "dims": 2, "base_channels": base_channels, "channel_mults": mults,
+               "num_res_blocks": 1, "attention_levels": []}
+    model = RhoModel.create((size, size), space, network=network, device="cpu",
+                            metadata=default_metadata((1, size, size), ["density"]))
+    model.save(path)
+    return path
+
+
+def sweep(points_per_axis: tuple[int, int], members: int, steps: int, batch: int, chunk: int):
+    from rho_workflow.params import Parameter, ParamSpace
+    from rho_workflow.workflow.sweep import plan_sweep
+
+    space = ParamSpace([Parameter("index", "1", low=-3, high=-1),
+                        Parameter("amplitude", "Mparsec2", low=0.5, high=2.0)])
+    section = SimpleNamespace(
+        grid={"index": {"start": -3, "stop": -1, "num": points_per_axis[0]},
+              "amplitude": {"start": 0.5, "stop": 2.0, "num": points_per_axis[1]}},
+        table=None, table_units={}, members=members, seed=1, sampler="dpmpp_2m", steps=steps,
+        guidance=0.0, allow_extrapolation=False, batch_size=batch, chunk_size=chunk)
+    return plan_sweep(section, space)
+
+
+def run_once(plan, ckpt: Path, work: Path, name: str, workers: int | None,
+             memory_limit: str = "auto", complevel: int = 1) -> dict:
+    from rho_workflow.workflow.cluster import LocalKind
+    from rho_workflow.workflow.sampling import run_sweep
+
+    out = work / f"{name}.nc"
+    parts = work / f"{name}-parts"
+    if workers is None:
+        summary = run_sweep(plan, ckpt, out, parts, progress=False, complevel=complevel)
+        worker_rss = None
+    else:
+        cluster = LocalKind(n_workers=workers, threads_per_worker=1, dashboard=False,
+                            memory_limit=memory_limit)
+        with cluster.connect() as client:
+            summary = run_sweep(plan, ckpt, out, parts, client=client, progress=False,
+                                complevel=complevel)
+            rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            worker_rss = max(rss.values()) / 1024  # MiB (ru_maxrss is KiB on Linux)
+    return {"name": name, "workers": workers, "samples": plan.n_samples,
+            "chunks": len(plan.chunks), "seconds": summary["seconds"],
+            "samples_per_second": summary["samples_per_second"],
+            "consolidate_seconds": summary["consolidate_seconds"],
+            "peak_worker_rss_mib": worker_rss, "output": str(out),
+            "output_mib": out.stat().st_size / 2**20}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(), "load_average_1_5_15": list(os.getloadavg()),
+            "torch_threads_per_task": 1}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=32, help="cells per side of the fields")
+    parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="sampler steps")
+    parser.add_argument("--large", type=int, default=100_000,
+                        help="fields of the larger-than-memory sweep (0: skip)")
+    parser.add_argument("--large-memory", default="1GiB", help="memory limit per worker")
+    args = parser.parse_args(argv)
+
+    import xarray as xr
+
+    results: dict = {"machine": machine(), "runs": [], "ratios": {}, "goals": {
+        "one_worker_vs_in_process": ">= 0.90", "two_workers_vs_one_worker": ">= 1.7"}}
+    with tempfile.TemporaryDirectory(prefix="rho-bench-") as tmp:
+        work = Path(tmp)
+        ckpt = make_checkpoint(work / "model.ckpt", args.size, 16, [1, 2, 2])
+        plan = sweep((6, 4), args.members, args.steps, batch=8, chunk=16)
+        runs = [run_once(plan, ckpt, work, "in-process", None),
+                run_once(plan, ckpt, work, "1 worker", 1),
+                run_once(plan, ckpt, work, "2 workers", 2)]
+        with xr.open_dataset(runs[0]["output"]) as a, xr.open_dataset(runs[1]["output"]) as b, \
+                xr.open_dataset(runs[2]["output"]) as c:
+            identical = bool(np.array_equal(a["density"].values, b["density"].values)
+                             and np.array_equal(a["density"].values, c["density"].values))
+        base = runs[0]["samples_per_second"]
+        for r in runs:
+            r["vs_in_process"] = r["samples_per_second"] / base
+            r.pop("output")
+        results["runs"] = runs
+        results["sweep"] = {"points": plan.n_points, "members": plan.members,
+                            "samples": plan.n_samples, "steps": plan.steps, "size": args.size,
+                            "micro_batch": plan.batch_size, "chunk": plan.chunk_size,
+                            "bit_identical_across_runs": identical}
+        results["ratios"] = {
+            "one_worker_vs_in_process": runs[1]["samples_per_second"] / base,
+            "two_workers_vs_one_worker": runs[2]["samples_per_second"] / runs[1]["samples_per_second"]}
+        if args.large:
+            ckpt_small = make_checkpoint(work / "tiny.ckpt", 16, 4, [1, 2])
+            per_axis = int(np.ceil(np.sqrt(args.large / 10)))
+            big = sweep((per_axis, per_axis), 10, 2, batch=512, chunk=4096)
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            t0 = time.perf_counter()
+            large = run_once(big, ckpt_small, work, "large sweep", 2,
+                             memory_limit=args.large_memory, complevel=1)
+            large["wall_seconds"] = time.perf_counter() - t0
+            large["field_shape"] = [16, 16]
+            large["worker_memory_limit"] = args.large_memory
+            large["driver_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            large["driver_rss_before_mib"] = rss0
+            large["uncompressed_mib"] = big.n_samples * 16 * 16 * 4 / 2**20
+            large.pop("output")
+            results["large_sweep"] = large
+    results["machine"]["load_average_after"] = list(os.getloadavg())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten {RESULTS}")
+    return 0
+
+
+def table(results: dict) -> str:
+    s = results["sweep"]
+    lines = [f"sweep: {s['samples']} fields {s['size']}x{s['size']} ({s['points']} points x "
+             f"{s['members']} members), dpmpp_2m {s['steps']} steps, micro-batch "
+             f"{s['micro_batch']}, chunk {s['chunk']}; bit-identical: {s['bit_identical_across_runs']}",
+             f"{'run':<12} {'samples/s':>10} {'vs in-proc':>11} {'sampling s':>11} {'consolidate s':>14}"]
+    for r in results["runs"]:
+        lines.append(f"{r['name']:<12} {r['samples_per_second']:>10.2f} {r['vs_in_process']:>11.2f} "
+                     f"{r['seconds']:>11.2f} {r['consolidate_seconds']:>14.2f}")
+    ratios = results["ratios"]
+    lines.append(f"1 worker / in-process = {ratios['one_worker_vs_in_process']:.2f} (goal >= 0.90); "
+                 f"2 workers / 1 worker = {ratios['two_workers_vs_one_worker']:.2f} (goal >= 1.7)")
+    if "large_sweep" in results:
+        g = results["large_sweep"]
+        lines.append(f"large sweep: {g['samples']} fields 16x16 in {g['chunks']} chunks on 2 workers "
+                     f"(memory limit {g['worker_memory_limit']}): {g['samples_per_second']:.0f} "
+                     f"samples/s, sampling {g['seconds']:.1f} s + consolidation "
+                     f"{g['consolidate_seconds']:.1f} s; peak worker RSS {g['peak_worker_rss_mib']:.0f} MiB, "
+                     f"driver peak RSS {g['driver_peak_rss_mib']:.0f} MiB; output {g['output_mib']:.0f} MiB "
+                     f"({g['uncompressed_mib']:.0f} MiB uncompressed)")
+    m = results["machine"]
+    lines.append(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), load average before "
+                 f"{m['load_average_1_5_15'][0]:.2f}, after {m['load_average_after'][0]:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
