@@ -197,11 +197,9 @@ def train_model(spec: Mapping[str, Any], on_step: Callable[[int, float], None] |
             on_step(step, loss)
 
     checkpoint = spec["checkpoint"]
-    _save_without_ddp_prefix(model)
     result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
                                   resume=bool(spec.get("resume")), progress=False, on_log=on_log,
                                   **dict(spec["train"]))
-    model.denoiser.net = getattr(model.denoiser.net, "module", model.denoiser.net)
     out = {"rank": rank, "step": result.step, "losses": list(result.losses),
            "seconds": time.perf_counter() - t0, "train_seconds": result.seconds,
            "samples_per_second": result.samples_per_second, "checkpoint": str(checkpoint)}
@@ -209,23 +207,3 @@ def train_model(spec: Mapping[str, Any], on_step: Callable[[int, float], None] |
         out["checkpoint_sha256"] = file_sha256(checkpoint)
     return out
 
-
-def _save_without_ddp_prefix(model: Any) -> None:
-    """Make ``model.save`` write the plain network's weights while the trainer runs DDP.
-
-    Under DDP the trainer's shallow copy of the denoiser shares its module dict, so
-    ``model.denoiser.net`` is the DDP wrapper during training and its state dict keys carry a
-    ``module.`` prefix that a plain model cannot load (resume and sampling would fail). The
-    wrapper is swapped out for the duration of each save.
-    """
-    plain_save = type(model).save
-
-    def save(path: Any, optimizer_state: dict | None = None) -> Any:
-        net = model.denoiser.net
-        model.denoiser.net = getattr(net, "module", net)
-        try:
-            return plain_save(model, path, optimizer_state=optimizer_state)
-        finally:
-            model.denoiser.net = net
-
-    model.save = save
