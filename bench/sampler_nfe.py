@@ -15,6 +15,7 @@ trained the same way, shows what the hash does at held-out values.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from rho_workflow.evaluate.spectra import power_spectrum, spectrum_error  # noqa
 
 KIND = "lognormal-field"
 TRAIN_GRID = [{"index": n, "amplitude": a} for n in (-3.0, -2.5, -2.0, -1.5, -1.0) for a in (0.5, 1.0, 2.0)]
+WORK = Path(__file__).resolve().parent / "work"
 POINTS = {"train": {"index": -2.0, "amplitude": 1.0}, "held-out": {"index": -1.75, "amplitude": 1.5}}
 
 #: The table of issue #2, measured before this project with a plain recipe (3.3M U-Net,
@@ -56,7 +58,7 @@ def train_model(encoder: str, fields: np.ndarray, points: list[dict], minutes: f
     """Train in chunks of steps until the wall-clock budget is spent (resuming exactly)."""
     spec = synthetic.field_spec(KIND, 32)
     model = RhoModel.create((32, 32), spec.param_space(), encoder=encoder, device="cpu")
-    ckpt = Path(__file__).resolve().parent / "work" / f"sampler_nfe_{encoder}.pt"
+    ckpt = WORK / f"sampler_nfe_{encoder}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     if ckpt.exists():
         ckpt.unlink()
@@ -88,6 +90,10 @@ def main() -> None:
     ap.add_argument("--ddpm-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1 is robust when other processes share the cores)")
+    ap.add_argument("--stage", choices=["all", "train", "sample", "merge"], default="all",
+                    help="train: fit and save both models; sample: evaluate saved models at --points "
+                         "(one process per point uses both cores); merge: combine the per-point results")
+    ap.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     ap.add_argument("--quick", action="store_true", help="smoke run: seconds of training, few samples")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -96,11 +102,27 @@ def main() -> None:
     hash_minutes = args.train_minutes if args.hash_minutes is None else args.hash_minutes
     torch.manual_seed(0)
 
+    if args.stage == "merge":
+        return merge()
+    trained = {}
+    if args.stage in ("all", "train"):
+        fields = np.concatenate([true_fields(p, args.per_point, seed=i) for i, p in enumerate(TRAIN_GRID)])
+        points = [p for p in TRAIN_GRID for _ in range(args.per_point)]
+        for encoder, minutes in (("features", args.train_minutes), ("hash", hash_minutes)):
+            print(f"training the {encoder} model for {minutes} min", flush=True)
+            trained[encoder] = train_model(encoder, fields, points, minutes, seed=0)
+        info = {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in trained.items()}
+        (WORK / "sampler_nfe_training.json").write_text(json.dumps(info, indent=2))
+        if args.stage == "train":
+            return
+    else:
+        for encoder in ("features", "hash"):
+            trained[encoder] = {"model": RhoModel.load(WORK / f"sampler_nfe_{encoder}.pt", device="cpu")}
+
     box = synthetic.BOX_SIZE_MPC
-    fields = np.concatenate([true_fields(p, args.per_point, seed=i) for i, p in enumerate(TRAIN_GRID)])
-    points = [p for p in TRAIN_GRID for _ in range(args.per_point)]
     truth, floors = {}, {}
-    for label, point in POINTS.items():
+    for label in args.points:
+        point = POINTS[label]
         _, p_true, _ = power_spectrum(true_fields(point, 4096, seed=10_000), box)
         indep = true_fields(point, args.samples, seed=20_000)
         indep_b = true_fields(point, args.samples, seed=30_000)
@@ -109,10 +131,7 @@ def main() -> None:
         truth[label] = (p_true, float(true_fields(point, 512, seed=40_000).var()))
         floors[label] = {"vs_true": float(spectrum_error(p_a, p_true)), "a_vs_b": float(spectrum_error(p_a, p_b))}
 
-    rows, trained = [], {}
-    for encoder, minutes in (("features", args.train_minutes), ("hash", hash_minutes)):
-        print(f"training the {encoder} model for {minutes} min", flush=True)
-        trained[encoder] = train_model(encoder, fields, points, minutes, seed=0)
+    rows = []
 
     def evaluate(encoder: str, sampler: str, steps: int, label: str, spacing: str) -> dict:
         model, point = trained[encoder]["model"], POINTS[label]
@@ -130,18 +149,29 @@ def main() -> None:
         print(table([row], list(row)), flush=True)
         return row
 
-    for label in POINTS:
+    for label in args.points:
         rows.append(evaluate("features", "ddpm", args.ddpm_steps, label, "discrete"))
         for spec in args.samplers:
             sampler, spacing = spec.split(":")
             for target in args.nfe:
                 steps = (target + 1) // 2 if sampler == "heun" else target
                 rows.append(evaluate("features", sampler, steps, label, spacing))
-    for label in POINTS:
+    for label in args.points:
         rows.append(evaluate("hash", "dpmpp_2m", 25, label, "log-snr"))
+    part = {"machine": machine(), "args": vars(args), "noise_floor": floors, "rows": rows}
+    (WORK / f"sampler_nfe_rows_{'_'.join(args.points)}.json").write_text(json.dumps(part, indent=2, default=float))
+    merge()
 
+
+def merge() -> None:
+    """Combine the per-point row files into bench/results/sampler_nfe.json with the goals."""
+    parts = [json.loads(p.read_text()) for p in sorted(WORK.glob("sampler_nfe_rows_*.json"))]
+    rows = [r for part in parts for r in part["rows"]]
+    floors = {k: v for part in parts for k, v in part["noise_floor"].items()}
+    training_file = WORK / "sampler_nfe_training.json"
+    training = json.loads(training_file.read_text()) if training_file.exists() else None
     goals = {}
-    for label in POINTS:
+    for label in floors:
         ref = next(r for r in rows if r["encoder"] == "features" and r["point"] == label and r["sampler"] == "ddpm")
         at25 = [r for r in rows if r["encoder"] == "features" and r["point"] == label and r["nfe"] in (25,)]
         best = min(at25, key=lambda r: r["error_pct"]) if at25 else None
@@ -152,14 +182,19 @@ def main() -> None:
                             "meets_limit": best["error_pct"] <= limit,
                             "ddpm_ref_pct": ref["error_pct"],
                             "within_1pp_of_ddpm": best["error_pct"] <= ref["error_pct"] + 1.0}
+    if "train" in goals and "held-out" in goals:
+        err = {lab: min(r["error_pct"] for r in rows if r["encoder"] == "features" and r["point"] == lab
+                        and r["nfe"] == 25) for lab in ("train", "held-out")}
+        goals["held_out_over_train_at_25_nfe"] = err["held-out"] / err["train"]
+        goals["held_out_no_worse_than_1.5x"] = err["held-out"] <= 1.5 * err["train"]
     cols = ["encoder", "point", "sampler", "spacing", "steps", "nfe", "error_pct", "floor_pct", "var_ratio", "seconds"]
     print(table(rows, cols))
     print("\nprior recipe (issue #2, before this project):")
     print(table(PRIOR_RECIPE, ["sampler", "steps", "error_pct"]))
     print("\ngoals:", goals)
     path = write_result("sampler_nfe", {
-        "benchmark": "sampler_nfe", "machine": machine(), "args": vars(args),
-        "training": {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in trained.items()},
+        "benchmark": "sampler_nfe", "machine": parts[0]["machine"] if parts else machine(),
+        "args": [part["args"] for part in parts], "training": training,
         "noise_floor": floors, "rows": rows, "goals": goals, "prior_recipe": PRIOR_RECIPE,
     })
     print(f"wrote {path}")
