@@ -64,7 +64,8 @@ class RhoModel:
     def __init__(self, config: Mapping[str, Any], device: str = "auto"):
         self.config = copy.deepcopy(dict(config))
         self.param_space = ParamSpace.from_dict(self.config["param_space"])
-        self.field_shape = tuple(self.config["field_shape"])  # (C, *spatial)
+        self.field_shape = tuple(self.config["field_shape"])  # (C, *spatial), or (D,) for points
+        self.is_points = self.config["network"].get("kind") == "mlp"
         self.transform: Transform = transform_from_dict(self.config["transform"])
         diff = self.config["diffusion"]
         self.schedule = make_schedule(diff["schedule"], T=diff["T"])
@@ -97,11 +98,18 @@ class RhoModel:
             What the network predicts inside the preconditioned denoiser.
         """
         net_cfg = dict(network or default_network(field_shape, channels))
-        net_cfg.setdefault("in_channels", channels)
+        points = net_cfg.get("kind") == "mlp"  # point data: samples are vectors, no channel axis
+        if points:
+            net_cfg.setdefault("dim", int(np.prod(field_shape)))
+            if len(field_shape) != 1 or net_cfg["dim"] != field_shape[0]:
+                raise ValueError(f"an MLP models points: field_shape must be (D,) with D = network dim, "
+                                 f"got field_shape={tuple(field_shape)} and dim={net_cfg['dim']}")
+        else:
+            net_cfg.setdefault("in_channels", channels)
         net_cfg["condition"] = {"kind": encoder if len(param_space) else "none", "p_uncond": p_uncond,
                                 **dict(net_cfg.get("condition", {}))}
         config = {
-            "field_shape": [channels, *field_shape],
+            "field_shape": list(field_shape) if points else [channels, *field_shape],
             "param_space": param_space.to_dict(),
             "transform": {"kind": "identity"},
             "network": net_cfg,
@@ -257,6 +265,12 @@ class RhoModel:
 
     # -- validation -----------------------------------------------------------------------------
     def _check_fields(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        if self.is_points:
+            if x.ndim != 2 or x.shape[1:] != self.field_shape or mask is not None:
+                raise ValueError(f"points have shape {x.shape}; expected (N, {self.field_shape[0]}) and no mask")
+            if not np.isfinite(x).all():
+                raise ValueError(f"training points contain {int((~np.isfinite(x)).sum())} NaN/inf values")
+            return x.astype(np.float64)
         spatial = self.field_shape[1:]
         if x.ndim == len(spatial) + 1:
             x = x[:, None]

@@ -156,3 +156,20 @@ def test_mask_points_come_back_nan_and_are_ignored():
     model.fit(x, pts, mask=mask, steps=3, batch_size=8, progress=False)
     out = model.sample({"temperature": 250.0, "phase": "gas"}, n=2, steps=3)
     assert np.isnan(out[..., :3]).all() and np.isfinite(out[..., 3:]).all()
+
+
+def test_point_data_with_mlp():
+    """Conditional 2D points: x ~ N((shift, -shift), 0.1^2 I); the MLP learns the shift."""
+    space = ParamSpace([Parameter("shift", "m", low=-1.0, high=1.0)])
+    rng = np.random.default_rng(0)
+    shifts = rng.choice([-1.0, 1.0], 512)
+    x = np.stack([shifts, -shifts], 1) + 0.1 * rng.standard_normal((512, 2))
+    model = RhoModel.create((2,), space, network={"kind": "mlp", "dim": 2, "hidden": 64, "depth": 2},
+                            device="cpu")
+    model.fit(x, [{"shift": s} for s in shifts], steps=300, batch_size=64, lr=3e-3, warmup_steps=10,
+              progress=False)
+    out = model.sample([{"shift": -1.0}, {"shift": 1.0}], n=64, steps=20, seed=0)
+    assert out.shape == (2, 64, 2)
+    np.testing.assert_allclose(np.median(out, axis=1), [[-1, 1], [1, -1]], atol=0.3)
+    with pytest.raises(ValueError, match=r"expected \(N, 2\)"):
+        model.fit(x[:, :1], [{"shift": s} for s in shifts], steps=1, progress=False)
