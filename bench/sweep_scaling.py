@@ -6,9 +6,12 @@
 The same sweep (a grid of parameter points x members, fixed seeds and micro-batches) is
 sampled three ways with the sweep runner of the pipeline (chunk tasks, parts, manifest,
 consolidation to netCDF): ``in-process`` (no Dask), ``1 worker`` and ``2 workers`` (one thread
-each, a LocalCluster on 127.0.0.1). Samples/s counts the sampling phase (tasks, including the
-one model load per worker); consolidation is reported apart. The three outputs are compared
-bit for bit. Goals: 1 worker within 10 % of in-process; 2 workers >= 1.7x one worker.
+each, a LocalCluster on 127.0.0.1). Samples/s counts the sampling phase (the chunk tasks);
+consolidation is reported apart, and so is the warm-up of each process (importing torch and
+loading the model into the per-process cache, done once before the timed sweep). The script
+re-runs itself with the glibc allocator settings that the workers get, so that all three use
+the same allocator. The three outputs are compared bit for bit. Goals: 1 worker within 10 %
+of in-process; 2 workers >= 1.7x one worker.
 
 ``--large N`` then writes a sweep of N 2D fields (tiny network, 2 steps) on 2 workers with a
 memory limit per worker, and reports the peak resident memory of the workers and of this
@@ -77,22 +80,36 @@ def run_once(plan, ckpt: Path, work: Path, name: str, workers: int | None,
     out = work / f"{name}.nc"
     parts = work / f"{name}-parts"
     if workers is None:
+        warm = warm_up(str(ckpt))
         summary = run_sweep(plan, ckpt, out, parts, progress=False, complevel=complevel)
         worker_rss = None
     else:
         cluster = LocalKind(n_workers=workers, threads_per_worker=1, dashboard=False,
                             memory_limit=memory_limit)
         with cluster.connect() as client:
+            warm = max(client.run(warm_up, str(ckpt)).values())
             summary = run_sweep(plan, ckpt, out, parts, client=client, progress=False,
                                 complevel=complevel)
             rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
             worker_rss = max(rss.values()) / 1024  # MiB (ru_maxrss is KiB on Linux)
-    return {"name": name, "workers": workers, "samples": plan.n_samples,
+    return {"name": name, "workers": workers, "samples": plan.n_samples, "warm_up_seconds": warm,
             "chunks": len(plan.chunks), "seconds": summary["seconds"],
             "samples_per_second": summary["samples_per_second"],
             "consolidate_seconds": summary["consolidate_seconds"],
             "peak_worker_rss_mib": worker_rss, "output": str(out),
             "output_mib": out.stat().st_size / 2**20}
+
+
+def warm_up(checkpoint: str) -> float:
+    """Import torch and load the model into this process's cache (once per worker), outside
+    the timed sweep; returns the seconds it took."""
+    t0 = time.perf_counter()
+    from rho_workflow.training.checkpoint import file_sha256
+    from rho_workflow.workflow.tasks import cached_model, set_torch_threads
+
+    set_torch_threads(1)
+    cached_model(str(Path(checkpoint).resolve()), file_sha256(checkpoint), "cpu")
+    return time.perf_counter() - t0
 
 
 def machine() -> dict:
@@ -101,7 +118,9 @@ def machine() -> dict:
     return {"platform": platform.platform(), "python": sys.version.split()[0],
             "torch": torch.__version__, "cpus": os.cpu_count(),
             "cpu_model": _cpu_model(), "load_average_1_5_15": list(os.getloadavg()),
-            "torch_threads_per_task": 1}
+            "torch_threads_per_task": 1,
+            "malloc_env": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_",
+                                                          "MALLOC_MMAP_THRESHOLD_")}}
 
 
 def _cpu_model() -> str:
@@ -114,7 +133,20 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def same_allocator_as_workers() -> None:
+    """Re-run this script with the workers' glibc allocator settings (see
+    ``rho_workflow.workflow.cluster.WORKER_MALLOC_ENV``), so that the in-process baseline and
+    the Dask workers allocate memory the same way."""
+    from rho_workflow.workflow.cluster import WORKER_MALLOC_ENV
+
+    wanted = {k: str(v) for k, v in WORKER_MALLOC_ENV.items()}
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
+        os.environ.update(wanted)
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def main(argv: list[str] | None = None) -> int:
+    same_allocator_as_workers()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=32, help="cells per side of the fields")
     parser.add_argument("--members", type=int, default=8)
