@@ -24,7 +24,9 @@ STAGE_COMMANDS = ("preprocess", "train", "sample", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rho-workflow", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="rho-workflow", description="Run a rho-Diffusion pipeline (or one of its stages) on "
+        "a Dask cluster, or write a synthetic simulation sweep.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {"run": "run all stages of a pipeline in order"}
@@ -52,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("pint").setLevel(logging.ERROR)  # cf-xarray's registry redefines units
     if args.command == "make-data":
         from rho_workflow.data.make_data import run
 
