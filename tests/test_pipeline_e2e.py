@@ -151,3 +151,18 @@ def test_accessor_dataset_to_model_to_labeled_sweep():
     grid = sample_sweep(model, grid={"index": {"start": -2.5, "stop": -1.5, "num": 3}}, members=2,
                         steps=2, batch_size=2)
     assert grid["density"].dims == ("index", "member", "x", "y")
+
+
+def test_gpu_stages_request_the_gpu_resource(finished, tmp_path):
+    """``gpu: true`` tasks go to workers declaring GPU=1 (a CPU worker declares it here)."""
+    root, spec, _ = finished
+    gpu = copy.deepcopy(spec)
+    gpu["output"]["dir"] = str(tmp_path / "gpu")
+    gpu["training"].update(gpu=True, steps=2)
+    gpu["sampling"].update(gpu=True)
+    gpu["cluster"] = {"kind": "local", "n_workers": 1, "resources": {"GPU": 1}, "dashboard": False}
+    import shutil
+
+    shutil.copytree(root / "out" / "store", tmp_path / "gpu" / "store")
+    results = run_pipeline(gpu, stages=["train", "sample"], progress=False)
+    assert results["train"]["step"] == 2 and results["sample"]["n_samples"] == 8

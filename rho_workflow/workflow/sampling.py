@@ -77,7 +77,7 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
                     len(plan.chunks), len(todo))
     options = {"sampler": plan.sampler, "steps": plan.steps, "guidance": plan.guidance,
                "allow_extrapolation": plan.allow_extrapolation}
-    device = "cuda" if gpu else "cpu"
+    device = "auto" if gpu else "cpu"
     kwargs = dict(checkpoint=checkpoint, checkpoint_sha256=sha, options=options, dtype=dtype,
                   threads=threads, device=device)
     bar = _bar(len(plan.chunks), len(done), progress)

@@ -84,6 +84,8 @@ def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256:
         From :func:`chunk_work`.
     options : dict
         ``sampler``, ``steps``, ``guidance``, ``allow_extrapolation`` of ``sample_seeded``.
+    device : str
+        ``cpu``, ``cuda`` or ``auto`` (CUDA when this worker has it).
     part_path : str
         Where the part (``.npy`` of shape ``(n, C, *spatial)``, physical units) goes.
 
@@ -95,6 +97,10 @@ def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256:
     """
     t0 = time.perf_counter()
     set_torch_threads(threads)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model = cached_model(checkpoint, checkpoint_sha256, device)
     start, stop = int(work["start"]), int(work["stop"])
     out = np.empty((stop - start, *model.field_shape), dtype=dtype)
