@@ -89,3 +89,36 @@ def test_preprocess_on_local_cluster(tmp_path):
     np.testing.assert_array_equal(a, b)
     assert pa == pb and {(p["l"], p["m"]) for p in pa} == {(0, 0), (1, -1), (1, 0), (1, 1),
                                                             (2, -2), (2, -1)}
+
+
+def test_store_dataset_streams_every_sample_once(lognormal_files, tmp_path):
+    torch = pytest.importorskip("torch")
+    from rho_workflow.training.dataset import StoreDataset
+
+    config = _config(LOGNORMAL, lognormal_files, chunk_mb=4 * 64 * 4 / 2 ** 20)  # 4 samples
+    info = preprocess(config, tmp_path / "store.zarr", progress=False)
+    store = open_store(info.path)
+    expected, points = store.to_numpy("train")
+    cond = store.param_space.to_array(points)
+    ds = StoreDataset(store, "train", seed=1, buffer_blocks=2)
+    assert ds.block_samples == 4 and len(ds) == len(expected)
+    seen = [(x.numpy(), c.numpy()) for x, c in ds]
+    assert len(seen) == len(expected)
+    got = np.stack([x for x, _ in seen])
+    # same multiset of samples, each with its own condition, in a shuffled order
+    key = lambda a: np.round(a.reshape(len(a), -1)[:, :4], 4).tolist()  # noqa: E731
+    assert sorted(key(got)) == sorted(key(expected))
+    for x, c in seen:
+        i = int(np.argmin(np.abs(expected - x).reshape(len(expected), -1).sum(1)))
+        np.testing.assert_allclose(x, expected[i], rtol=1e-6)
+        np.testing.assert_array_equal(c, cond[i])
+    assert not np.array_equal(got, expected)
+    ds.set_epoch(1)
+    again = np.stack([x.numpy() for x, _ in ds])
+    assert not np.array_equal(again, got)
+    # DDP shards partition the blocks; a DataLoader with workers sees the same samples
+    shards = [StoreDataset(store, "train", rank=r, world_size=2) for r in range(2)]
+    assert sum(len(s) for s in shards) == len(expected)
+    loader = torch.utils.data.DataLoader(StoreDataset(store, "train"), batch_size=5,
+                                         num_workers=2)
+    assert sum(len(x) for x, _ in loader) == len(expected)
