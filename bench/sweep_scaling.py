@@ -100,6 +100,14 @@ def run_once(plan, ckpt: Path, work: Path, name: str, workers: int | None,
             "output_mib": out.stat().st_size / 2**20}
 
 
+def best_of(repeats: int, plan, ckpt: Path, work: Path, name: str, workers: int | None) -> dict:
+    """The fastest of ``repeats`` runs (all recorded under ``all_samples_per_second``)."""
+    runs = [run_once(plan, ckpt, work, f"{name}", workers) for _ in range(max(1, repeats))]
+    best = max(runs, key=lambda r: r["samples_per_second"])
+    best["all_samples_per_second"] = [r["samples_per_second"] for r in runs]
+    return best
+
+
 def warm_up(checkpoint: str) -> float:
     """Import torch and load the model into this process's cache (once per worker), outside
     the timed sweep; returns the seconds it took."""
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32, help="cells per side of the fields")
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="sampler steps")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of each configuration; the best is kept (others share the CPUs)")
     parser.add_argument("--large", type=int, default=100_000,
                         help="fields of the larger-than-memory sweep (0: skip)")
     parser.add_argument("--large-memory", default="1GiB", help="memory limit per worker")
@@ -163,18 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rho-bench-") as tmp:
         work = Path(tmp)
         ckpt = make_checkpoint(work / "model.ckpt", args.size, 16, [1, 2, 2])
-        plan = sweep((6, 4), args.members, args.steps, batch=8, chunk=16)
-        runs = [run_once(plan, ckpt, work, "in-process", None),
-                run_once(plan, ckpt, work, "1 worker", 1),
-                run_once(plan, ckpt, work, "2 workers", 2)]
+        plan = sweep((8, 6), args.members, args.steps, batch=8, chunk=32)
+        runs = [best_of(args.repeats, plan, ckpt, work, "in-process", None),
+                best_of(args.repeats, plan, ckpt, work, "1 worker", 1),
+                best_of(args.repeats, plan, ckpt, work, "2 workers", 2)]
         with xr.open_dataset(runs[0]["output"]) as a, xr.open_dataset(runs[1]["output"]) as b, \
                 xr.open_dataset(runs[2]["output"]) as c:
             identical = bool(np.array_equal(a["density"].values, b["density"].values)
                              and np.array_equal(a["density"].values, c["density"].values))
+        for r in runs:
+            r.pop("output")
         base = runs[0]["samples_per_second"]
         for r in runs:
             r["vs_in_process"] = r["samples_per_second"] / base
-            r.pop("output")
+            r["repeats"] = args.repeats
         results["runs"] = runs
         results["sweep"] = {"points": plan.n_points, "members": plan.members,
                             "samples": plan.n_samples, "steps": plan.steps, "size": args.size,
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(results: dict) -> str:
     s = results["sweep"]
-    lines = [f"sweep: {s['samples']} fields {s['size']}x{s['size']} ({s['points']} points x "
+    lines = [f"best of {results['runs'][0]['repeats']} runs each; sweep: {s['samples']} fields {s['size']}x{s['size']} ({s['points']} points x "
              f"{s['members']} members), dpmpp_2m {s['steps']} steps, micro-batch "
              f"{s['micro_batch']}, chunk {s['chunk']}; bit-identical: {s['bit_identical_across_runs']}",
              f"{'run':<12} {'samples/s':>10} {'vs in-proc':>11} {'sampling s':>11} {'consolidate s':>14}"]

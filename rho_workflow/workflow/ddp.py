@@ -55,15 +55,22 @@ def ddp_rank_task(rank: int, world_size: int, rendezvous: str, spec: Mapping[str
     address = variable.get(timeout=timeout_s)
     dist.init_process_group(backend, init_method=address, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
-    on_step = None
-    if fail_at is not None and int(fail_at["rank"]) == rank:
-        def on_step(step: int, loss: float) -> None:
-            if step + 1 >= int(fail_at["step"]):
-                raise RuntimeError(f"injected failure of rank {rank} after step {step + 1}")
     try:
-        return train_model(spec, on_step=on_step)
+        return train_model(spec, on_step=_failure_at(rank, fail_at))
     finally:
         dist.destroy_process_group()
+
+
+def _failure_at(rank: int, fail_at: Mapping[str, int] | None) -> Any:
+    """The fault-injection callback of ``rank`` (None when it is not the failing rank)."""
+    if fail_at is None or int(fail_at["rank"]) != rank:
+        return None
+
+    def on_step(step: int, loss: float) -> None:
+        if step + 1 >= int(fail_at["step"]):
+            raise RuntimeError(f"injected failure of rank {rank} after step {step + 1}")
+
+    return on_step
 
 
 def pick_workers(client: Any, n: int, gpu: bool = False) -> list[str]:
