@@ -65,3 +65,25 @@ def test_local_cluster_starts_on_loopback():
         (worker,) = info["workers"].values()
         assert worker["resources"] == {"GPU": 1}
         assert client.submit(sum, [1, 2], resources={"GPU": 1}).result() == 3
+
+
+def test_existing_scheduler_by_address_and_by_scheduler_file(tmp_path):
+    from distributed import LocalCluster
+
+    scheduler_file = tmp_path / "scheduler.json"
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                      scheduler_kwargs={"scheduler_file": str(scheduler_file)}) as running:
+        for section in ({"kind": "address", "address": running.scheduler_address},
+                        {"kind": "scheduler_file", "scheduler_file": str(scheduler_file)}):
+            with cluster_from_config(section).connect() as client:
+                assert client.submit(pow, 2, 5).result() == 32
+        assert running.scheduler.workers  # connecting did not stop the running cluster
+
+
+def test_pbs_job_script():
+    cluster = cluster_from_config({"kind": "pbs", "cores": 4, "memory": "8GiB", "walltime": "01:00:00",
+                                   "account": "proj42", "queue": "workq", "resources": {"GPU": 1}})
+    script = cluster.job_script()
+    for text in ("#PBS -A proj42", "#PBS -q workq", "#PBS -l walltime=01:00:00", "--resources GPU=1",
+                 "MALLOC_TRIM_THRESHOLD_"):
+        assert text in script, script
