@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rho-bench-") as tmp:
         work = Path(tmp)
         ckpt = make_checkpoint(work / "model.ckpt", args.size, 16, [1, 2, 2])
-        plan = sweep((8, 6), args.members, args.steps, batch=8, chunk=32)
+        plan = sweep((8, 6), args.members, args.steps, batch=16, chunk=32)
         runs = [best_of(args.repeats, plan, ckpt, work, "in-process", None),
                 best_of(args.repeats, plan, ckpt, work, "1 worker", 1),
                 best_of(args.repeats, plan, ckpt, work, "2 workers", 2)]
