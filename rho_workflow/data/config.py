@@ -19,7 +19,8 @@ Parameter sources: ``global_attribute``, ``variable_attribute`` (``variable`` de
 the first field variable), ``coordinate`` (scalar, or 1D along a sample dimension),
 ``filename`` (regular expression with one group or a group named ``value``) and ``time``
 (a time coordinate converted to a number by ``cftime.date2num`` with ``units``/``calendar``).
-``name`` is the attribute/coordinate name in the file (default: the parameter's key). A
+``name`` is the attribute/coordinate name in the file (default: the parameter's key; ``time``
+for source ``time``). A
 numeric parameter's units in the file come from ``units_attribute`` (default ``<name>_units``
 when present), the coordinate's ``units``, a value written as text with units (``"300 K"``)
 or ``file_units``, in that order; ``filename`` values default to the canonical ``units``.
@@ -155,7 +156,8 @@ class ParamSource:
         elif low is not None and not low <= high:
             problems.append(f"{path}: low={low} must be <= high={high}")
         return cls(
-            key=key, source=source or "global_attribute", name=r.get("name", str, key),
+            key=key, source=source or "global_attribute",
+            name=r.get("name", str, "time" if source == "time" else key),
             units=units, kind=r.get("kind", str, None, choices=("continuous", "categorical")),
             variable=r.get("variable", str), pattern=pattern,
             file_units=r.units("file_units"), units_attribute=r.get("units_attribute", str),

@@ -153,7 +153,8 @@ def _select(arr: xr.DataArray, config: DataConfig, where: str,
             problems.append(Problem(where, var, missing, "data.coarsen dims must exist",
                                     "coarsen only dims of the variable"))
             return None
-        arr = arr.coarsen(config.coarsen, boundary="trim").mean(skipna=False, keep_attrs=True)
+        # block means that keep missing points missing (a NaN in a block -> NaN)
+        arr = arr.coarsen(config.coarsen, boundary="trim").reduce(np.mean, keep_attrs=True)
     return arr
 
 
@@ -439,7 +440,8 @@ def _raw_param(ds: xr.Dataset, arr: xr.DataArray, path: Path, src: ParamSource,
     if src.source in ("coordinate", "time"):
         if src.name not in ds.variables:
             raise _ParamError(src.name, None, f"{key}: coordinate {src.name!r} must exist in "
-                              "the file", "correct data.params name or the file")
+                              f"the file (it has {sorted(map(str, ds.coords))})",
+                              f"correct {key}.name or the file")
         coord = ds[src.name]
         if src.source == "coordinate" and src.name in arr.coords:
             coord = arr.coords[src.name]  # follows data.select/crop along the sample dims
