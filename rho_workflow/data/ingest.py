@@ -170,8 +170,8 @@ def _field_conversion(arr: xr.DataArray, target: str, where: str,
     try:
         return linear_conversion(units, target, where=f"file {where}, variable {var!r}")
     except UnitsError as exc:
-        problems.append(Problem(where, var, units, f"units must parse and convert to the "
-                                f"canonical {target!r} ({exc})",
+        problems.append(Problem(where, var, units, f"field units must parse and convert to "
+                                f"the canonical {target!r}: {exc.reason}",
                                 "correct the file's units or the declared canonical units"))
         return None
 
@@ -234,7 +234,9 @@ def _short(values: Any) -> str:
 
 
 def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
-               ) -> tuple[FilePlan, Grid, dict[str, dict[str, str]]] | None:
+               ) -> tuple[FilePlan | None, Grid, dict[str, dict[str, str]]] | None:
+    """Plan of one file, its grid and field attributes; None parts where problems were
+    found (the grid is still returned when only the parameters failed)."""
     where = str(path)
     try:
         ds = open_sweep_file(path)
@@ -287,12 +289,12 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
         order = [d for d in config.sample_dims if d in sample_dims]
         sample_dims = tuple(order)
     shape = tuple(first.sizes[d] for d in sample_dims)
+    grid = _grid_of(first, config.spatial_dims)
     points = read_params(ds, first, path, config, sample_dims, shape, problems)
     if points is None:
-        return None
+        return None, grid, attrs
     labels = [", ".join(f"{d}={i}" for d, i in zip(sample_dims, idx)) or "the sample"
               for idx in np.ndindex(*shape)] if shape else ["the sample"]
-    grid = _grid_of(first, config.spatial_dims)
     return FilePlan(path, sample_dims, shape, points, labels, conversions), grid, attrs
 
 
@@ -319,7 +321,8 @@ def plan_sweep(config: DataConfig) -> SweepPlan:
             ref_grid, ref_file, field_attrs = grid, str(path), attrs
         else:
             _compare_grid(ref_grid, grid, str(path), config.variables[0], ref_file, problems)
-        files.append(file_plan)
+        if file_plan is not None:
+            files.append(file_plan)
     raise_if_problems(problems)
     assert ref_grid is not None  # at least one file planned when there are no problems
     kinds = _param_kinds(config, [p for f in files for p in f.points], problems)
@@ -532,9 +535,9 @@ def _to_canonical(raw: Any, units: str | None, src: ParamSource, where: str) -> 
                           f"add the units to the file or declare file_units (e.g. "
                           f"{src.units!r}) in {key}")
     try:
-        a, b = linear_conversion(str(units), src.units, where=f"{where}, parameter {src.key!r}")
+        a, b = linear_conversion(str(units), src.units)
     except UnitsError as exc:
         raise _ParamError(src.name, f"{_short(values)} {units}", f"{key}: parameter units must "
-                          f"convert to the canonical {src.units!r} ({exc})",
+                          f"convert to the canonical {src.units!r}: {exc.reason}",
                           "correct the units in the file or the declared canonical units") from None
     return values.astype(np.float64) * a + b

@@ -48,7 +48,14 @@ _ALIASES = (
 
 
 class UnitsError(ValueError):
-    """A unit string cannot be parsed, or two units cannot be converted into each other."""
+    """A unit string cannot be parsed, or two units cannot be converted into each other.
+
+    ``reason`` is the short cause without context (for callers that add file and variable).
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def _extend(registry: pint.UnitRegistry) -> None:
@@ -123,7 +130,8 @@ def parse_units(text: Any, *, where: str = "") -> ParsedUnits:
         raise UnitsError(
             f"{prefix}unknown units {text!r} (rule: units must be a UDUNITS/CF spelling the "
             f"project's pint registry understands; pint says: {exc}); fix: correct the "
-            "'units' attribute, e.g. 'K', 'degC', 'kg m-3', 'm s-1', 'hPa', 'Mpc', '1'"
+            "'units' attribute, e.g. 'K', 'degC', 'kg m-3', 'm s-1', 'hPa', 'Mparsec', '1'",
+            reason=f"unknown units {text!r} ({exc})",
         ) from None
     if not (math.isfinite(scale) and scale != 0):
         raise UnitsError(f"{prefix}units {text!r} have a zero or non-finite numeric factor")
@@ -161,7 +169,10 @@ def linear_conversion(
             f"{prefix}units {src.text!r} cannot be converted to {dst.text!r} (rule: values "
             f"must have the dimensionality of the declared units; {src.dimensionality or '1'} "
             f"is not {dst.dimensionality or '1'}); fix: declare compatible canonical units or "
-            "correct the file's 'units' attribute"
+            "correct the file's 'units' attribute",
+            reason=f"units {src.text!r} cannot be converted to {dst.text!r} "
+                   f"({src.dimensionality or 'dimensionless'} is not "
+                   f"{dst.dimensionality or 'dimensionless'})",
         )
     zero = UNITS.Quantity(0.0, src.unit).to(dst.unit).magnitude
     one = UNITS.Quantity(1.0, src.unit).to(dst.unit).magnitude

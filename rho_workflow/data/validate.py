@@ -33,7 +33,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"file {self.file}" + (f", variable {self.variable!r}" if self.variable else "")
-        return f"{where}: value {self.value!r} breaks the rule: {self.rule}; fix: {self.fix}"
+        value = "" if self.value is None else f" value {self.value!r}"
+        return f"{where}:{value} breaks the rule: {self.rule}; fix: {self.fix}"
 
 
 class DataValidationError(ValueError):
