@@ -30,6 +30,8 @@ __all__ = ["Grid", "FilePlan", "SweepPlan", "resolve_files", "open_sweep_file",
            "plan_sweep", "build_fields", "chunk_samples"]
 
 SAMPLE_DIM = "sample"
+#: below this mean chunk size, task overhead beats the cost of merging chunks across files
+MIN_CHUNK_BYTES = 2 ** 20
 
 
 @dataclass
@@ -52,6 +54,7 @@ class FilePlan:
     points: list[dict[str, Any]]
     labels: list[str]
     conversions: dict[str, tuple[float, float]]
+    dataset: xr.Dataset | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_samples(self) -> int:
@@ -115,16 +118,18 @@ def resolve_files(patterns: tuple[str, ...] | list[str]) -> tuple[list[Path], li
     return paths, problems
 
 
-def open_sweep_file(path: Path, chunks: dict[str, int] | None = None) -> xr.Dataset:
-    """Open one netCDF file lazily: CF decoding, cftime for every calendar, Dask chunks."""
+def open_sweep_file(path: Path) -> xr.Dataset:
+    """Open one netCDF file lazily (CF decoding, cftime for every calendar); values are read
+    only when indexed, or chunk by chunk once :func:`_select` has made them Dask arrays."""
     coder = xr.coders.CFDatetimeCoder(use_cftime=True)
-    return xr.open_dataset(path, engine="netcdf4", chunks=chunks if chunks is not None else {},
-                           decode_times=coder, decode_timedelta=False, mask_and_scale=True)
+    return xr.open_dataset(path, engine="netcdf4", chunks=None, decode_times=coder,
+                           decode_timedelta=False, mask_and_scale=True)
 
 
-def _select(arr: xr.DataArray, config: DataConfig, where: str,
-            problems: list[Problem]) -> xr.DataArray | None:
-    """Apply data.select (labels), data.crop (indices) and data.coarsen (block means)."""
+def _select(arr: xr.DataArray, config: DataConfig, where: str, problems: list[Problem],
+            chunks: dict[str, int] | None = None) -> xr.DataArray | None:
+    """Apply data.select (labels) and data.crop (indices) to the lazy file variable, make it a
+    Dask array with ``chunks`` (default: one chunk), then data.coarsen (block means)."""
     var = arr.name
     for dim, spec in config.select.items():
         if dim not in arr.dims and dim not in arr.coords:
@@ -147,6 +152,7 @@ def _select(arr: xr.DataArray, config: DataConfig, where: str,
                                     f"the dim (size {size})", "crop inside the grid"))
             return None
         arr = arr.isel({dim: slice(start, stop)})
+    arr = arr.chunk({d: (chunks or {}).get(d, -1) for d in arr.dims})
     if config.coarsen:
         missing = [d for d in config.coarsen if d not in arr.dims]
         if missing:
@@ -295,7 +301,7 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
         return None, grid, attrs
     labels = [", ".join(f"{d}={i}" for d, i in zip(sample_dims, idx)) or "the sample"
               for idx in np.ndindex(*shape)] if shape else ["the sample"]
-    return FilePlan(path, sample_dims, shape, points, labels, conversions), grid, attrs
+    return FilePlan(path, sample_dims, shape, points, labels, conversions, ds), grid, attrs
 
 
 def plan_sweep(config: DataConfig) -> SweepPlan:
@@ -356,32 +362,35 @@ def chunk_samples(plan: SweepPlan, chunk_mb: float | None = None) -> int:
 def build_fields(plan: SweepPlan, samples_per_chunk: int | None = None) -> da.Array:
     """Lazy ``(sample, channel, *spatial)`` float32 array of the sweep in canonical units.
 
-    Each file is opened with xarray and Dask (chunked along its first sample dim), selected,
-    converted by ``a * x + b`` and reshaped; files are concatenated along ``sample`` and the
-    result rechunked to ``samples_per_chunk`` samples with whole fields per chunk.
+    Each file's variable (opened lazily by :func:`plan_sweep`) becomes a Dask array chunked
+    along its first sample dim, is selected, converted by ``a * x + b`` and reshaped; files
+    are concatenated along ``sample``. Chunks stay aligned with files (no data moves between
+    workers to merge them) unless they average under :data:`MIN_CHUNK_BYTES`: then the
+    result is rechunked to ``samples_per_chunk`` samples.
     """
     config = plan.config
     k = samples_per_chunk or chunk_samples(plan)
     parts = []
     for fp in plan.files:
         inner = int(np.prod(fp.sample_shape[1:], dtype=np.int64)) if fp.sample_dims else 1
-        chunks = {d: -1 for d in config.spatial_dims}
-        for i, d in enumerate(fp.sample_dims):
-            chunks[d] = max(1, k // inner) if i == 0 else -1
-        ds = open_sweep_file(fp.path, chunks)
+        chunks = {d: max(1, k // inner) if i == 0 else -1 for i, d in enumerate(fp.sample_dims)}
+        ds = fp.dataset if fp.dataset is not None else open_sweep_file(fp.path)
         channels = []
         for var in config.variables:
-            arr = _select(ds[var], config, str(fp.path), [])
+            arr = _select(ds[var], config, str(fp.path), [], chunks)
             a, b = fp.conversions[var]
             data = arr.transpose(*fp.sample_dims, *config.spatial_dims).data
-            data = data.astype(np.float64) * a + b if (a, b) != (1.0, 0.0) else data
+            if (a, b) != (1.0, 0.0):
+                data = data.astype(np.float64) * a + b
             data = data.astype(np.float32).reshape((fp.n_samples,) + plan.grid.shape)
             channels.append(data)
         parts.append(da.stack(channels, axis=1))
     fields = da.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if config.missing == "fill":
         fields = da.where(da.isnan(fields), np.float32(config.fill_value), fields)
-    return fields.rechunk((k, len(config.variables)) + plan.grid.shape)
+    if fields.nbytes / fields.numblocks[0] < MIN_CHUNK_BYTES:  # tiny files: merge them
+        return fields.rechunk((k, len(config.variables)) + plan.grid.shape)
+    return fields
 
 
 # --------------------------------------------------------------------------------------

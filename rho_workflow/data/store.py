@@ -25,7 +25,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,6 +66,7 @@ class StoreInfo:
     split_counts: dict[str, int]
     bytes_read: int
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput_mb_s(self) -> float:
@@ -236,6 +237,7 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     store_path = Path(store_path)
     fmt = _store_format(config, store_path)
     plan = plan_sweep(config)
+    timings = {"plan": time.perf_counter() - start}
     split = assign_split(plan.points, plan.sample_files, config.split.validation,
                          config.split.held_out, config.split.seed)
     fields = build_fields(plan)
@@ -258,8 +260,10 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
                                 zarr_format=2)
         else:
             write = out.to_netcdf(tmp, engine="netcdf4", compute=False)
+        timings["graph"] = time.perf_counter() - start - timings["plan"]
         _, summaries_done, reference_done = _compute(client, progress, write, summaries,
                                                      ref_delayed)
+        timings["compute"] = time.perf_counter() - start - timings["plan"] - timings["graph"]
         problems = judge_summaries(summaries_done, plan.sample_files, plan.sample_labels,
                                    config.variables, config.missing, config.allow_duplicates)
         if problems:
@@ -286,7 +290,8 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
               f"{store_path} ({fmt}) in {seconds:.1f} s, "
               f"{nbytes / 1e6 / max(seconds, 1e-9):.1f} MB/s; split {counts}", file=sys.stderr)
     return StoreInfo(store_path, fmt, plan.n_samples, config.variables, plan.grid.dims,
-                     plan.grid.shape, param_space, transform, counts, nbytes, seconds)
+                     plan.grid.shape, param_space, transform, counts, nbytes, seconds,
+                     timings)
 
 
 def _finish(tmp: Path, fmt: str, plan: SweepPlan, transform: Transform, param_space: ParamSpace,
