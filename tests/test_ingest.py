@@ -212,3 +212,46 @@ def test_sweep_with_mixed_units_is_converted(tmp_path):
     assert np.all(area > 0.5) and np.ptp(area) < 0.5
     pressures = sorted(p["pressure"] for p in plan.points)
     assert 10.0 <= pressures[0] and pressures[-1] <= 1000.0  # Pa files converted to hPa
+
+
+def test_planning_and_graph_building_read_no_field_values(tmp_path):
+    """A 640 MB field never written to disk (netCDF fills it on read): planning and building
+    the graph must touch metadata only -- no Dask task runs, memory does not grow."""
+    import netCDF4
+    import psutil
+    from dask.callbacks import Callback
+
+    path = tmp_path / "huge.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.Conventions = "CF-1.8"
+        nc.createDimension("run", 40)
+        nc.createDimension("y", 2048)
+        nc.createDimension("x", 2048)
+        var = nc.createVariable("rho", "f4", ("run", "y", "x"), chunksizes=(1, 256, 256),
+                                fill_value=np.float32(1.0))
+        var.units = "kg m-3"
+        run = nc.createVariable("T", "f8", ("run",))
+        run.units = "K"
+        run[:] = np.linspace(200, 300, 40)
+    assert path.stat().st_size < 2 ** 20
+    config = DataConfig.from_dict({"files": [str(path)], "variables": ["rho"],
+                                   "spatial_dims": ["y", "x"], "sample_dims": ["run"],
+                                   "units": "g cm-3", "params": {"T": {"source": "coordinate",
+                                                                      "units": "degC"}}})
+    executed = []
+
+    class Count(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            executed.append(key)
+
+    rss = psutil.Process().memory_info().rss
+    with Count():
+        plan = plan_sweep(config)
+        fields = build_fields(plan)
+    assert executed == []
+    assert psutil.Process().memory_info().rss - rss < 200 * 2 ** 20
+    assert fields.shape == (40, 1, 2048, 2048) and fields.nbytes == 40 * 2 ** 24
+    assert fields.chunksize[0] == 4  # 64 MB chunks of whole fields
+    assert plan.points[0]["T"] == pytest.approx(200 - 273.15)
+    assert plan.files[0].conversions["rho"] == pytest.approx((1e-3, 0.0))  # kg m-3 -> g cm-3
+    assert np.isnan(fields[:1, :, :2, :2].compute()).all()  # never written: the fill value

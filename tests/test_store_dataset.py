@@ -66,12 +66,19 @@ def test_store_roundtrip_physical_units(lognormal_files, tmp_path, suffix):
     assert DataConfig.from_dict(store.config) == _config(LOGNORMAL, lognormal_files)
 
 
-def test_split_keeps_parameter_points_together():
-    points = [{"a": i // 3} for i in range(30)]
-    split = assign_split(points, ["f"] * 30, 0.2, 0.2, seed=0)
-    for g in range(10):
-        assert len(set(split[3 * g:3 * g + 3])) == 1
-    assert [(split == i).sum() // 3 for i in range(3)] == [6, 2, 2]
+def test_split_keeps_runs_together():
+    points = [{"a": i // 3, "b": i // 15} for i in range(30)]
+    files = [f"f{i // 3}" for i in range(30)]
+    for by in ("file", "params"):
+        split = assign_split(points, files, 0.2, 0.2, seed=0, by=by)
+        for g in range(10):
+            assert len(set(split[3 * g:3 * g + 3])) == 1
+        assert [(split == i).sum() // 3 for i in range(3)] == [6, 2, 2]
+    # by a parameter: b has two values; one is held out, the other trains
+    split = assign_split(points, files, 0.0, 0.5, seed=1, by=["b"])
+    assert sorted(set(split[:15])) + sorted(set(split[15:])) in ([0, 2], [2, 0])
+    # never all runs out of training
+    assert (assign_split(points[:3], files[:3], 0.4, 0.4, seed=0) == 0).all()
     assert set(SPLITS) == {"train", "validation", "held_out"}
 
 

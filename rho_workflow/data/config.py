@@ -181,15 +181,22 @@ def _check_pattern(pattern: str, where: str, problems: list[str]) -> None:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Fractions of parameter points (runs) kept out of training, drawn with ``seed``."""
+    """Fractions of runs kept out of training, drawn with ``seed``.
+
+    ``by`` says what a run is: ``file`` (every sample of a file together: realizations,
+    time steps), ``params`` (samples sharing a parameter point together, across files), or a
+    list of parameter names (e.g. ``[scenario]``: hold out whole scenarios).
+    """
 
     validation: float = 0.1
     held_out: float = 0.1
     seed: int = 0
+    by: str | tuple[str, ...] = "file"
 
     @classmethod
-    def from_dict(cls, d: Any, path: str, problems: list[str]) -> "SplitConfig":
-        r = _Reader(d, path, problems, ("validation", "held_out", "seed"))
+    def from_dict(cls, d: Any, path: str, problems: list[str],
+                  params: tuple[str, ...] = ()) -> "SplitConfig":
+        r = _Reader(d, path, problems, ("validation", "held_out", "seed", "by"))
         validation = float(r.get("validation", (int, float), 0.1))
         held_out = float(r.get("held_out", (int, float), 0.1))
         for key, value in (("validation", validation), ("held_out", held_out)):
@@ -198,7 +205,18 @@ class SplitConfig:
         if validation + held_out >= 1.0:
             problems.append(f"{path}: validation + held_out = {validation + held_out} must be "
                             "< 1 so that runs remain for training")
-        return cls(validation, held_out, int(r.get("seed", int, 0)))
+        by = r.get("by", (str, list), "file")
+        if isinstance(by, list):
+            unknown = [b for b in by if b not in params]
+            if unknown or not by:
+                problems.append(f"{path}.by: value {by!r} must list parameters among "
+                                f"{list(params)}")
+            by = tuple(by)
+        elif by not in ("file", "params"):
+            problems.append(f"{path}.by: value {by!r} must be 'file', 'params' or a list of "
+                            "parameter names")
+            by = "file"
+        return cls(validation, held_out, int(r.get("seed", int, 0)), by)
 
 
 @dataclass(frozen=True)
@@ -300,7 +318,8 @@ class DataConfig:
             missing=missing, fill_value=None if fill_value is None else float(fill_value),
             transform=TransformConfig.from_dict(r.get("transform", dict, {}),
                                                 f"{path}.transform", problems, variables),
-            split=SplitConfig.from_dict(r.get("split", dict, {}), f"{path}.split", problems),
+            split=SplitConfig.from_dict(r.get("split", dict, {}), f"{path}.split", problems,
+                                        tuple(params)),
             chunk_mb=chunk_mb,
             store_format=r.get("store_format", str, None, choices=STORE_FORMATS),
             allow_duplicates=bool(r.get("allow_duplicates", bool, False)),
@@ -328,7 +347,9 @@ class DataConfig:
             "transform": {"log": list(self.transform.log), "floor": self.transform.floor,
                           "normalize": self.transform.normalize},
             "split": {"validation": self.split.validation, "held_out": self.split.held_out,
-                      "seed": self.split.seed},
+                      "seed": self.split.seed,
+                      "by": self.split.by if isinstance(self.split.by, str)
+                      else list(self.split.by)},
             "chunk_mb": self.chunk_mb, "allow_duplicates": self.allow_duplicates,
         }
         if self.sample_dims is not None:

@@ -82,15 +82,20 @@ class StoreInfo:
 # --------------------------------------------------------------------------------------
 
 def assign_split(points: Sequence[dict[str, Any]], files: Sequence[str], validation: float,
-                 held_out: float, seed: int) -> np.ndarray:
+                 held_out: float, seed: int, by: str | Sequence[str] = "file") -> np.ndarray:
     """Split code per sample (0 train, 1 validation, 2 held_out), by run.
 
-    Samples sharing a parameter point (realizations of one run) -- or, without parameters,
-    sharing a file -- stay together; groups are shuffled with ``seed`` and the first
-    ``round(held_out * G)`` held out, the next ``round(validation * G)`` kept for validation;
-    at least one group always remains for training.
+    Samples of one run stay together; a run is a file (``by="file"``), a parameter point
+    (``by="params"``) or the values of the listed parameters. Runs are sorted, shuffled with
+    ``seed``; the first ``round(held_out * G)`` are held out and the next
+    ``round(validation * G)`` kept for validation; at least one run remains for training.
     """
-    keys = [json.dumps(p, sort_keys=True, default=str) if p else f for p, f in zip(points, files)]
+    if by == "file":
+        keys = list(files)
+    else:
+        names = None if by == "params" else list(by)
+        keys = [json.dumps(p if names is None else {n: p[n] for n in names}, sort_keys=True,
+                           default=str) for p in points]
     groups = sorted(set(keys))
     n = len(groups)
     n_held, n_val = int(round(held_out * n)), int(round(validation * n))
@@ -239,7 +244,7 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     plan = plan_sweep(config)
     timings = {"plan": time.perf_counter() - start}
     split = assign_split(plan.points, plan.sample_files, config.split.validation,
-                         config.split.held_out, config.split.seed)
+                         config.split.held_out, config.split.seed, config.split.by)
     fields = build_fields(plan)
     out = _output_dataset(plan, fields, split)
     log_channels = [config.variables.index(v) for v in config.transform.log]
