@@ -173,10 +173,16 @@ def test_config_errors_name_key_paths():
                               "units": {"rho": "parsnip"}, "colour": 1,
                               "params": {"T": {"source": "header", "units": "K"},
                                          "p": {"source": "filename"}},
-                              "split": {"held_out": 1.5}, "crop": {"x": [4, 2]}})
+                              "split": {"held_out": 1.5, "by": ["nope"]}, "crop": {"x": [4, 2]}})
     problems = err.value.problems
     text = "\n".join(problems)
     for key in ("data.units.rho", "data.colour", "data.params.T.source", "data.params.p.pattern",
-                "data.split.held_out", "data.crop.x"):
+                "data.split.held_out", "data.split.by", "data.crop.x"):
         assert key in text
     assert "'parsnip'" in text and "'header'" in text
+
+
+def test_config_needs_files_and_variables():
+    with pytest.raises(ConfigError) as err:
+        DataConfig.from_dict({"files": [], "variables": [], "spatial_dims": ["x"], "units": "1"})
+    assert "data.files" in str(err.value) and "data.variables" in str(err.value)

@@ -158,6 +158,9 @@ def test_climate_files_units_packing_and_mask(ocean_files, tmp_path):
     assert store.param_space["forcing"].units == "W m-2"
     assert store.param_space["scenario"].values == ("ssp245", "ssp585")
     assert {p["scenario"] for p in points} == {"ssp245", "ssp585"}
+    plan_points = plan_sweep(ocean_config(ocean_files)).points
+    assert points == plan_points  # the time parameter stays a number of days
+    assert store.param_space.to_array(points).shape == (4 * NT, 4)
 
 
 def _order(member_tag: str) -> int:

@@ -88,6 +88,9 @@ class _Reader:
         if value is None:
             return []
         items = [value] if isinstance(value, str) else value
+        if required and not items:
+            self.problems.append(f"{self.path}.{key}: value [] must list at least one entry")
+            return []
         bad = [v for v in items if not isinstance(v, str) or not v]
         if bad:
             self.problems.append(f"{self.path}.{key}: entries {bad!r} must be non-empty strings")

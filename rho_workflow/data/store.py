@@ -363,10 +363,12 @@ class TrainingStore:
         if not self.path.exists():
             raise FileNotFoundError(f"training store {self.path} does not exist; run the "
                                     "preprocess stage first")
+        # parameters stay numbers (a time parameter has units "days since ...")
+        decode = {"decode_times": False, "decode_timedelta": False}
         if self.path.is_dir():
-            self.dataset = xr.open_zarr(self.path, consolidated=True)
+            self.dataset = xr.open_zarr(self.path, consolidated=True, **decode)
         else:
-            self.dataset = xr.open_dataset(self.path, engine="netcdf4", chunks={})
+            self.dataset = xr.open_dataset(self.path, engine="netcdf4", chunks={}, **decode)
         attrs = self.dataset.attrs
         if "rho_store_version" not in attrs:
             raise ValueError(f"{self.path} is not a rho_workflow training store (attribute "
