@@ -147,7 +147,8 @@ def test_climate_files_units_packing_and_mask(ocean_files, tmp_path):
     np.testing.assert_allclose(got, expected, atol=0.006, equal_nan=True)  # packing: 0.01 K
     assert store.dataset["tos"].attrs["units"] == "K"
     assert store.field_attrs["tos"]["standard_name"] == "sea_surface_temperature"
-    np.testing.assert_array_equal(store.mask[0], ~land_mask())
+    np.testing.assert_array_equal(store.mask, ~land_mask())
+    np.testing.assert_array_equal(store.channel_mask, ~land_mask()[None])
     x, points = store.to_numpy("train")
     assert np.isfinite(x).all() and (x[:, 0][:, land_mask()] == 0).all()
     restored = store.denormalize(x)

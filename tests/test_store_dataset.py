@@ -82,6 +82,7 @@ def test_split_keeps_runs_together():
     assert set(SPLITS) == {"train", "validation", "held_out"}
 
 
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
 def test_preprocess_on_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     write_sweep("spherical-harmonics", tmp_path / "sh", runs=6, seed=1, size=6)
@@ -129,3 +130,46 @@ def test_store_dataset_streams_every_sample_once(lognormal_files, tmp_path):
     loader = torch.utils.data.DataLoader(StoreDataset(store, "train"), batch_size=5,
                                          num_workers=2)
     assert sum(len(x) for x, _ in loader) == len(expected)
+
+
+def test_two_channels_with_their_own_units_and_transforms(tmp_path):
+    from rho_workflow.data.netcdf import write_netcdf
+    from rho_workflow.data.transforms import PerChannel
+
+    rng = np.random.default_rng(0)
+    truth = []
+    for run in range(6):
+        rho = rng.lognormal(0.0, 0.5, size=(4, 5))  # kg m-3
+        temp = 280.0 + rng.normal(size=(4, 5))  # K
+        truth.append(np.stack([rho, temp]))
+        odd = run % 2 == 1
+        ds = xr.Dataset(
+            {"rho": (("y", "x"), rho / 1000.0 if odd else rho,
+                     {"units": "g cm-3" if odd else "kg m-3"}),
+             "T": (("y", "x"), temp - 273.15 if odd else temp,
+                   {"units": "degC" if odd else "K", "standard_name": "sea_water_temperature"})},
+            coords={"x": ("x", np.arange(5.0), {"units": "km"}),
+                    "y": ("y", np.arange(4.0), {"units": "km"})},
+            attrs={"pressure": f"{1000 + 10 * run} hPa"})  # a value written with its units
+        write_netcdf(ds, tmp_path / f"run{run}.nc")
+    config = DataConfig.from_dict({
+        "files": str(tmp_path / "run*.nc"), "variables": ["rho", "T"], "spatial_dims": ["y", "x"],
+        "units": {"rho": "kg m-3", "T": "K"}, "transform": {"log": ["rho"]},
+        "params": {"pressure": {"source": "global_attribute", "units": "Pa"}},
+        "split": {"validation": 0.0, "held_out": 0.0}})
+    info = preprocess(config, tmp_path / "store.nc", progress=False)
+    store = open_store(info.path)
+    assert isinstance(store.transform, PerChannel)
+    truth = np.stack(truth)
+    np.testing.assert_allclose(store.fields().compute(), truth, rtol=1e-6)
+    x, points = store.to_numpy("train")
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(x[:, 0], (np.log(truth[:, 0]) - np.log(truth[:, 0]).mean())
+                               / np.log(truth[:, 0]).std(), atol=1e-4)
+    np.testing.assert_allclose(store.denormalize(x), truth, rtol=1e-5)
+    assert [p["pressure"] for p in points] == pytest.approx([1e5 + 1e3 * r for r in range(6)])
+    assert store.field_attrs["T"] == {"units": "K", "standard_name": "sea_water_temperature"}
+    assert store.coords["x"][1] == "km" and store.mask is None
+    meta = store.metadata()
+    assert json.loads(json.dumps(meta))["variables"][1]["name"] == "T"

@@ -79,3 +79,20 @@ def test_invalid_transforms():
         transform_from_dict({"kind": "sqrt"})
     with pytest.raises(ValueError, match="channels"):
         PerChannel([Identity()]).forward(np.zeros((2, 3, 4)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=hnp.arrays(np.float64, st.integers(2, 60), elements=st.floats(-1e3, 1e3)),
+       cuts=st.lists(st.integers(0, 60), max_size=4), offset=st.sampled_from([0.0, 1e6]))
+def test_pairwise_moments_match_numpy(data, cuts, offset):
+    """Normalization statistics merged from blocks equal those of the whole array."""
+    from rho_workflow.data.validate import _moments, combine_stats
+
+    data = data + offset
+    bounds = sorted({0, len(data), *[c for c in cuts if c < len(data)]})
+    parts = [_moments(data[a:b].copy()) for a, b in zip(bounds, bounds[1:])]
+    merged = combine_stats(parts)
+    assert merged["count"] == len(data)
+    assert merged["mean"] == pytest.approx(data.mean(), rel=1e-12, abs=1e-9)
+    assert merged["std"] == pytest.approx(data.std(), rel=1e-6, abs=1e-6)
+    assert merged["min"] == data.min() and merged["max"] == data.max()

@@ -382,9 +382,13 @@ class TrainingStore:
         self.config: dict[str, Any] = json.loads(attrs["rho_config"])
         self.provenance: dict[str, Any] = json.loads(attrs["rho_provenance"])
         self._split = np.asarray(self.dataset["split"].values)
+        #: ``(C, *spatial)`` True where each channel is defined (None: no fixed mask)
+        self.channel_mask: np.ndarray | None = None
+        #: ``spatial`` True where every channel is defined -- the mask of the loss
         self.mask: np.ndarray | None = None
         if "valid_mask" in self.dataset:
-            self.mask = np.asarray(self.dataset["valid_mask"].values).astype(bool)
+            self.channel_mask = np.asarray(self.dataset["valid_mask"].values).astype(bool)
+            self.mask = self.channel_mask.all(axis=0)
 
     # -- shape and labels ------------------------------------------------------------------
     @property
@@ -440,16 +444,16 @@ class TrainingStore:
     def normalize(self, physical: np.ndarray) -> np.ndarray:
         """Transform ``(N, C, *spatial)`` physical values; masked points become 0 (float32)."""
         y = self.transform.forward(np.asarray(physical, dtype=np.float64))
-        if self.mask is not None:
-            y = np.where(self.mask[None], y, 0.0)
+        if self.channel_mask is not None:
+            y = np.where(self.channel_mask[None], y, 0.0)
         return np.nan_to_num(y, nan=0.0).astype(np.float32) if self.mask is not None \
             else y.astype(np.float32)
 
     def denormalize(self, normalized: np.ndarray) -> np.ndarray:
         """Inverse transform to physical units (float64); NaN restored at masked points."""
         x = self.transform.inverse(np.asarray(normalized, dtype=np.float64))
-        if self.mask is not None:
-            x = np.where(self.mask[None], x, np.nan)
+        if self.channel_mask is not None:
+            x = np.where(self.channel_mask[None], x, np.nan)
         return x
 
     def to_numpy(self, split: str | None = "train", max_bytes: int = 2 ** 31
