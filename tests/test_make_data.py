@@ -80,8 +80,6 @@ def test_files_are_cf_with_units_everywhere(sweeps, kind):
         with netCDF4.Dataset(path) as nc:
             assert nc.Conventions == "CF-1.8" and "make-data" in nc.history
             for name, var in nc.variables.items():
-                if name == sample_dim:
-                    continue  # an index coordinate of runs/realizations: a count, no units
                 assert "units" in var.ncattrs(), f"{path.name}:{name} has no units"
                 parse_units(var.units)
             field = nc.variables[nc.rho_field_variable]

@@ -150,6 +150,14 @@ def _file_name(kind: str, run_ids: list[int], point: dict[str, Any]) -> str:
     return f"{kind}_run{run_ids[0]:04d}.nc"
 
 
+def field_spec_of(kind: str, size: int) -> FieldSpec:
+    """Labels of one sample of ``kind`` (heartbeat: ``size`` is the sequence length)."""
+    if kind in pointdata.POINT_KINDS:
+        return pointdata.point_spec(kind, size if kind == "heartbeat" else
+                                    pointdata.HEARTBEAT_LENGTH)
+    return synthetic.field_spec(kind, size)
+
+
 def _samples(kind: str, point: dict[str, Any], run_id: int, *, seed: int, size: int,
              realizations: int, points: int) -> tuple[np.ndarray, FieldSpec]:
     """The array of one run: ``(*spatial)``, or ``(sample, *spatial)`` with an in-file
@@ -172,12 +180,12 @@ def _samples(kind: str, point: dict[str, Any], run_id: int, *, seed: int, size: 
 def _run_dataset(kind: str, design: list[dict[str, Any]], run_ids: list[int], *, seed: int,
                  size: int, realizations: int, points: int, layout: str,
                  sample_dim: str | None, alt: dict[str, tuple[str, float]]) -> xr.Dataset:
-    arrays, spec = [], None
+    arrays = []
+    spec = field_spec_of(kind, size)
     for point, run_id in zip(design, run_ids):
-        values, spec = _samples(kind, point, run_id, seed=seed, size=size,
-                                realizations=realizations, points=points)
+        values, _ = _samples(kind, point, run_id, seed=seed, size=size,
+                             realizations=realizations, points=points)
         arrays.append(values)
-    assert spec is not None  # design is never empty (checked by write_sweep)
     field_units, field_scale = alt.get("field", (spec.units, 1.0))
     data = np.stack(arrays) if sample_dim == "run" else arrays[0]
     dims = ((sample_dim,) if sample_dim else ()) + tuple(spec.dims)
@@ -200,7 +208,7 @@ def _run_dataset(kind: str, design: list[dict[str, Any]], run_ids: list[int], *,
         n = data.shape[0]
         ids = np.asarray(run_ids if sample_dim == "run" else np.arange(n), dtype=np.int32)
         coords[sample_dim] = xr.DataArray(ids, dims=(sample_dim,),
-                                          attrs={"long_name": f"{sample_dim} number"})
+                                          attrs={"long_name": f"{sample_dim} number", "units": "1"})
     ds = xr.Dataset({spec.name: field}, coords=coords)
     ds.attrs.update({
         "title": f"rho_workflow synthetic {kind} sweep",
