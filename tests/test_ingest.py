@@ -259,3 +259,19 @@ def test_planning_and_graph_building_read_no_field_values(tmp_path):
     assert plan.points[0]["T"] == pytest.approx(200 - 273.15)
     assert plan.files[0].conversions["rho"] == pytest.approx((1e-3, 0.0))  # kg m-3 -> g cm-3
     assert np.isnan(fields[:1, :, :2, :2].compute()).all()  # never written: the fill value
+
+
+def test_netcdf_store_passes_the_ioos_cf_checker(ocean_files, tmp_path):
+    pytest.importorskip("compliance_checker")
+    import json
+
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    info = preprocess(ocean_config(ocean_files), tmp_path / "store.nc", progress=False)
+    CheckSuite.load_all_available_checkers()
+    report = tmp_path / "report.json"
+    ComplianceChecker.run_checker(str(info.path), ["cf:1.8"], verbose=0, criteria="normal",
+                                  output_filename=str(report), output_format="json")
+    result = json.loads(report.read_text())["cf:1.8"]
+    high = [msg for item in result["high_priorities"] for msg in item["msgs"]]
+    assert high == [], high

@@ -36,7 +36,7 @@ CONFIGS = {
     "swiss-roll": dict(variables=["position"], spatial_dims=["component"], sample_dims=["point"],
                        units="1", params={"noise": {"source": "global_attribute"},
                                           "turns": {"source": "global_attribute"}}),
-    "heartbeat": dict(variables=["spike"], spatial_dims=["time"], sample_dims=["sequence"],
+    "heartbeat": dict(variables=["spike"], spatial_dims=["step"], sample_dims=["sequence"],
                       units="1", params={"period": {"source": "global_attribute", "units": "s",
                                                     "kind": "categorical"}}),
 }
@@ -168,3 +168,20 @@ def test_point_data_closed_forms():
     assert np.ptp(angle) == pytest.approx(3.0 * np.pi, rel=0.01)
     with pytest.raises(ValueError, match="period"):
         pointdata.heartbeat(3, 0, rng)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_passes_the_ioos_cf_checker(sweeps, kind, tmp_path):
+    pytest.importorskip("compliance_checker")
+    import json
+
+    from compliance_checker.runner import CheckSuite, ComplianceChecker
+
+    CheckSuite.load_all_available_checkers()
+    path = sorted((sweeps / kind).glob("*.nc"))[0]
+    report = tmp_path / "report.json"
+    ComplianceChecker.run_checker(str(path), ["cf:1.8"], verbose=0, criteria="normal",
+                                  output_filename=str(report), output_format="json")
+    result = json.loads(report.read_text())["cf:1.8"]
+    high = [msg for item in result["high_priorities"] for msg in item["msgs"]]
+    assert high == [], high

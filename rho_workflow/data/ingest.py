@@ -42,6 +42,7 @@ class Grid:
     shape: tuple[int, ...]
     coords: dict[str, tuple[np.ndarray, str]]
     aux: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = field(default_factory=dict)
+    coord_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,18 +184,21 @@ def _field_conversion(arr: xr.DataArray, target: str, where: str,
 
 
 def _grid_of(arr: xr.DataArray, spatial: tuple[str, ...]) -> Grid:
-    coords = {}
+    coords, coord_attrs = {}, {}
     for dim in spatial:
         if dim in arr.coords and arr[dim].dims == (dim,):
             coords[dim] = (np.asarray(arr[dim].values), str(arr[dim].attrs.get("units", "1")))
+            coord_attrs[dim] = {k: v for k, v in arr[dim].attrs.items()
+                                if k in ("long_name", "standard_name", "axis", "positive")}
         else:
             coords[dim] = (np.arange(arr.sizes[dim], dtype=np.float64), "1")
+            coord_attrs[dim] = {"long_name": f"index along {dim}"}
     aux = {}
     for name, coord in arr.coords.items():
         if name in spatial or coord.ndim == 0 or not set(coord.dims) <= set(spatial):
             continue
         aux[str(name)] = (tuple(coord.dims), np.asarray(coord.values), dict(coord.attrs))
-    return Grid(spatial, tuple(arr.sizes[d] for d in spatial), coords, aux)
+    return Grid(spatial, tuple(arr.sizes[d] for d in spatial), coords, aux, coord_attrs)
 
 
 def _compare_grid(ref: Grid, grid: Grid, where: str, var: str, ref_file: str,

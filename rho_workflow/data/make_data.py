@@ -51,6 +51,12 @@ LAYOUTS = {
     "heartbeat": ("global_attribute", "sequence"),
 }
 
+#: long names of coordinates (Cartesian box axes carry no CF ``axis``: they are not lat/lon)
+COORD_NAMES = {"x": "x position in the box", "y": "y position in the box",
+               "z": "z position in the box", "wavenumber": "wavenumber",
+               "component": "component of the position (0: x, 1: y)",
+               "step": "time since the start of the sequence"}
+
 #: alternative, compatible spellings written to every other file by ``--vary-units``
 _ALT_UNITS = {
     "spectral-lines": {"field": ("m", 0.01), "pressure": ("Pa", 100.0),
@@ -196,12 +202,10 @@ def _run_dataset(kind: str, design: list[dict[str, Any]], run_ids: list[int], *,
     field = xr.DataArray((data * field_scale).astype(dtype) if dtype != np.int8 else data,
                          dims=dims, attrs=attrs)
     coords: dict[str, Any] = {}
-    for axis_name, dim in zip("XYZ" if len(spec.dims) > 1 else "X", spec.dims):
+    for dim in spec.dims:
         values, units = spec.coords[dim]
         units, scale = alt.get(dim, (units, 1.0))
-        cattrs = {"units": units, "long_name": f"{dim} coordinate"}
-        if kind in synthetic.KINDS:
-            cattrs["axis"] = axis_name
+        cattrs = {"units": units, "long_name": COORD_NAMES.get(dim, f"{dim} coordinate")}
         coords[dim] = xr.DataArray(np.asarray(values, dtype=np.float64) * scale, dims=(dim,),
                                    attrs=cattrs)
     if sample_dim:
@@ -233,7 +237,8 @@ def _store_params(ds: xr.Dataset, spec: FieldSpec, design: list[dict[str, Any]],
                   for p in design]
         if layout == "coordinate":
             ds.coords[name] = xr.DataArray(np.asarray(values, dtype=np.float64),
-                                           dims=(sample_dim,), attrs={"units": units})
+                                           dims=(sample_dim,),
+                                           attrs={"units": units, "long_name": name})
         elif layout == "scalar_coordinate":
             ds.coords[name] = xr.DataArray(np.float64(values[0]),
                                            attrs={"units": units, "long_name": name})
@@ -247,15 +252,19 @@ def _store_params(ds: xr.Dataset, spec: FieldSpec, design: list[dict[str, Any]],
 def _encoding(ds: xr.Dataset, name: str, packed: bool) -> dict[str, dict[str, Any]]:
     """netCDF encodings: float fields get a fill value; ``packed`` ones are int16 with
     ``scale_factor``/``add_offset`` spanning the data (the usual packing of model output)."""
+    out: dict[str, dict[str, Any]] = {v: {"_FillValue": None} for v in ds.variables
+                                      if v != name}  # CF: no fill value on coordinates
     field = ds[name]
     if field.dtype == np.int8:
-        return {name: {"dtype": "int8"}}
-    if not packed:
-        return {name: {"_FillValue": np.float32(1e20), "zlib": False}}
-    lo, hi = float(field.min()), float(field.max())
-    scale = (hi - lo) / 65000.0 if hi > lo else 1.0
-    return {name: {"dtype": "int16", "scale_factor": scale, "add_offset": (hi + lo) / 2.0,
-                   "_FillValue": np.int16(-32767)}}
+        out[name] = {"dtype": "int8"}
+    elif not packed:
+        out[name] = {"_FillValue": np.float32(1e20), "zlib": False}
+    else:
+        lo, hi = float(field.min()), float(field.max())
+        scale = (hi - lo) / 65000.0 if hi > lo else 1.0
+        out[name] = {"dtype": "int16", "scale_factor": scale, "add_offset": (hi + lo) / 2.0,
+                     "_FillValue": np.int16(-32767)}
+    return out
 
 
 if __name__ == "__main__":

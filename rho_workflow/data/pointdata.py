@@ -3,7 +3,7 @@
 Both are written by ``make-data`` as sweeps of netCDF files (one run per file, many samples
 along a ``sample`` dimension) and labelled with :class:`~rho_workflow.data.synthetic.FieldSpec`
 like the field kinds, so ingest treats them the same way: the "spatial" axis of a swiss-roll
-sample is its ``component`` (x, y); that of a heartbeat sample is ``time``.
+sample is its ``component`` (x, y); that of a heartbeat sample is ``step`` (time in s).
 
 ``swiss-roll``
     ``t = 1.5 pi (1 + 2 turns u)``, ``(x, y) = t (cos t, sin t) / 10 + noise * N(0, I)``,
@@ -80,7 +80,7 @@ def point_spec(kind: str, length: int = HEARTBEAT_LENGTH) -> FieldSpec:
     if kind == "heartbeat":
         return FieldSpec(
             name="spike", long_name="binary heartbeat sequence", units="1",
-            dims=("time",), coords={"time": (np.arange(float(length)), "s")},
+            dims=("step",), coords={"step": (np.arange(float(length)), "s")},
             param_units={"period": "s"}, param_kinds={"period": "categorical"},
             param_values={"period": HEARTBEAT_PERIODS},
         )

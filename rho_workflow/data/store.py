@@ -170,7 +170,9 @@ def _output_dataset(plan: SweepPlan, fields: da.Array, split: np.ndarray) -> xr.
         data_vars[var] = xr.Variable(dims, fields[:, c], attrs=attrs)
     coords: dict[str, Any] = {}
     for dim, (values, units) in grid.coords.items():
-        coords[dim] = xr.Variable((dim,), values, attrs={"units": units})
+        attrs = {"long_name": f"{dim} coordinate", **grid.coord_attrs.get(dim, {}),
+                 "units": units}
+        coords[dim] = xr.Variable((dim,), values, attrs=attrs)
     for name, (cdims, values, attrs) in grid.aux.items():
         keep = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
         coords[name] = xr.Variable(cdims, values, attrs=keep)
@@ -192,6 +194,11 @@ def _output_dataset(plan: SweepPlan, fields: da.Array, split: np.ndarray) -> xr.
     coords["source_index"] = xr.Variable((SAMPLE_DIM,), index,
                                          attrs={"long_name": "sample index within its file"})
     return xr.Dataset(data_vars, coords=coords, attrs={"Conventions": CONVENTIONS})
+
+
+def _no_fill(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """CF: coordinates carry no ``_FillValue`` (xarray would add NaN to float ones)."""
+    return {name: {"_FillValue": None} for name in ds.coords}
 
 
 def _compute(client: Any, progress: bool, *collections: Any) -> tuple:
@@ -262,9 +269,9 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     try:
         if fmt == "zarr":
             write = out.to_zarr(tmp, mode="w", compute=False, consolidated=False,
-                                zarr_format=2)
+                                zarr_format=2, encoding=_no_fill(out))
         else:
-            write = out.to_netcdf(tmp, engine="netcdf4", compute=False)
+            write = out.to_netcdf(tmp, engine="netcdf4", compute=False, encoding=_no_fill(out))
         timings["graph"] = time.perf_counter() - start - timings["plan"]
         _, summaries_done, reference_done = _compute(client, progress, write, summaries,
                                                      ref_delayed)
