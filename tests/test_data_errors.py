@@ -186,3 +186,14 @@ def test_config_needs_files_and_variables():
     with pytest.raises(ConfigError) as err:
         DataConfig.from_dict({"files": [], "variables": [], "spatial_dims": ["x"], "units": "1"})
     assert "data.files" in str(err.value) and "data.variables" in str(err.value)
+
+
+def test_parameter_from_a_missing_variable(sweep, tmp_path):
+    message, problems = run(sweep, tmp_path, params={
+        "index": {"source": "variable_attribute", "variable": "ghost"}})
+    assert len(problems) == 4 and "data.params.index.variable 'ghost'" in message
+
+
+def test_select_must_be_labels_or_ranges():
+    with pytest.raises(ConfigError, match=r"data.select.depth: unknown keys \['step'\]"):
+        DataConfig.from_dict({**BASE, "files": "a.nc", "select": {"depth": {"step": 2}}})

@@ -317,7 +317,8 @@ class DataConfig:
         config = cls(
             files=tuple(files), variables=tuple(variables), spatial_dims=tuple(spatial),
             units=units, params=params, sample_dims=sample_dims,
-            select=dict(r.get("select", dict, {})), crop=crop, coarsen=coarsen,
+            select=_select_section(r.get("select", dict, {}), f"{path}.select", problems),
+            crop=crop, coarsen=coarsen,
             missing=missing, fill_value=None if fill_value is None else float(fill_value),
             transform=TransformConfig.from_dict(r.get("transform", dict, {}),
                                                 f"{path}.transform", problems, variables),
@@ -403,4 +404,22 @@ def _int_pairs(value: Mapping[str, Any], path: str,
                             "0 <= start < stop")
         else:
             out[str(dim)] = (int(pair[0]), int(pair[1]))
+    return out
+
+
+def _select_section(value: Mapping[str, Any], path: str, problems: list[str]) -> dict[str, Any]:
+    """Label selections: a value, a list of values, or ``{start: a, stop: b}`` (inclusive)."""
+    out = {}
+    for dim, spec in value.items():
+        if isinstance(spec, Mapping):
+            extra = set(spec) - {"start", "stop"}
+            if extra:
+                problems.append(f"{path}.{dim}: unknown keys {sorted(extra)} (rule: a range is "
+                                "{start: a, stop: b})")
+                continue
+        elif not isinstance(spec, (str, int, float, list)) or isinstance(spec, bool):
+            problems.append(f"{path}.{dim}: value {spec!r} must be a label, a list of labels or "
+                            "{start: a, stop: b}")
+            continue
+        out[str(dim)] = spec
     return out

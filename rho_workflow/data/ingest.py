@@ -472,6 +472,10 @@ def _raw_param(ds: xr.Dataset, arr: xr.DataArray, path: Path, src: ParamSource,
         expanded = values.expand_dims([d for d in sample_dims if d not in coord.dims])
         expanded = expanded.transpose(*sample_dims).values
         return expanded, coord.attrs.get("units", src.file_units)
+    if src.source == "variable_attribute" and (src.variable or arr.name) not in ds.variables:
+        raise _ParamError(src.variable, None, f"{key}.variable {src.variable!r} must be a "
+                          f"variable of the file (it has {sorted(map(str, ds.variables))})",
+                          f"correct {key}.variable")
     holder = ds.attrs if src.source == "global_attribute" else ds[src.variable or arr.name].attrs
     place = "global attributes" if src.source == "global_attribute" else \
         f"attributes of variable {src.variable or arr.name!r}"
