@@ -121,6 +121,20 @@ class RhoModel:
         }
         return cls(config, device=device)
 
+    def set_normalization(self, transform: Transform | Mapping[str, Any],
+                          mask: np.ndarray | None = None) -> None:
+        """Record how physical fields map to the network's normalized fields (and the fixed
+        missing-value mask, True = valid point), for data normalized elsewhere (a training store)."""
+        self.transform = transform if isinstance(transform, Transform) else transform_from_dict(transform)
+        self.config["transform"] = self.transform.to_dict()
+        if mask is None:
+            self.config["mask"], self.mask = None, None
+        else:
+            valid = np.asarray(mask, dtype=bool)
+            if valid.shape != tuple(self.field_shape[1:]):
+                raise ValueError(f"mask has shape {valid.shape}; expected the spatial shape {tuple(self.field_shape[1:])}")
+            self.config["mask"], self.mask = valid.tolist(), torch.from_numpy(valid.copy())
+
     @property
     def metadata(self) -> dict[str, Any]:
         """Free-form JSON stored in the checkpoint (field name, units, grid, pipeline)."""
@@ -145,13 +159,10 @@ class RhoModel:
         valid = np.broadcast_to(mask, x.shape[2:]) if mask is not None else None
         if isinstance(transform, str):
             transform = self._fit_transform(transform, x, valid)
-        self.transform = transform
-        self.config["transform"] = transform.to_dict()
+        self.set_normalization(transform, valid)
         z = transform.forward(x)
         if valid is not None:
             z = np.where(valid, z, 0.0)
-            self.config["mask"] = np.asarray(valid, dtype=bool).tolist()
-            self.mask = torch.from_numpy(np.array(valid, dtype=bool))
         return self.fit_normalized(z.astype(np.float32), params, **train_options)
 
     def fit_normalized(self, fields: np.ndarray, params: Sequence[Mapping[str, Any]], *,

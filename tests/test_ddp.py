@@ -2,9 +2,9 @@
 
 Stated tolerance: the 2-rank loss trajectory equals the 1-process trajectory with the same
 global batch to rtol 1e-3 per step (DDP averages the gradients of two half batches, which
-differs from the one-process mean only by float reduction order). Condition dropout draws differ per rank by design, so it is made
-negligible (p_uncond = 1e-9) while the null embedding still takes part in the graph, as DDP
-requires of every parameter (with p_uncond = 0 the trainer's DDP reports an unused parameter).
+differs from the one-process mean only by float reduction order). Condition dropout draws differ
+per rank by design, so it is switched off (p_uncond = 0); the null embedding then gets no
+gradient, which the trainer's DDP allows (find_unused_parameters).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def spec_for(tmp_path, name, steps=12):
                  "param_space": space.to_dict(), "transform": {"kind": "identity"}, "mask": None,
                  "metadata": {}},
         "model": {"encoder": "features", "prediction": "v", "schedule": "cosine", "T": 1000,
-                  "p_uncond": 1e-9,
+                  "p_uncond": 0.0,
                   "network": {"kind": "unet", "dims": 2, "base_channels": 8, "channel_mults": [1, 2],
                               "num_res_blocks": 1, "attention_levels": []}},
         "train": {"steps": steps, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "ema_decay": 0.9,

@@ -177,8 +177,11 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     if world > 1 or cfg.compile:  # same preconditioning around a wrapped network
         wrapped: nn.Module = net
         if world > 1:
+            # find_unused_parameters: the null-condition embedding gets no gradient in a step
+            # whose local batch drops no condition (always so with p_uncond = 0)
             wrapped = nn.parallel.DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
+                net, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
         if cfg.compile:
             wrapped = torch.compile(wrapped)
         model = Denoiser(wrapped, prediction=denoiser.prediction, sigma_data=denoiser.sigma_data)

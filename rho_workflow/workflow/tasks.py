@@ -155,10 +155,7 @@ def store_labels(meta: Mapping[str, Any]) -> dict[str, Any]:
 def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
                 metadata: Mapping[str, Any], device: str = "auto") -> Any:
     """A new :class:`RhoModel` for the loaded data, with its normalization and labels."""
-    import torch
-
     from rho_workflow.api import RhoModel
-    from rho_workflow.data.transforms import transform_from_dict
     from rho_workflow.params import ParamSpace
 
     fields = loaded["fields"]
@@ -168,12 +165,7 @@ def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
                             prediction=section["prediction"], schedule=section["schedule"],
                             T=section["T"], network=section.get("network"),
                             p_uncond=section["p_uncond"], metadata=dict(metadata), device=device)
-    model.transform = transform_from_dict(loaded["transform"])
-    model.config["transform"] = model.transform.to_dict()
-    if loaded.get("mask") is not None:
-        mask = np.asarray(loaded["mask"], dtype=bool)
-        model.config["mask"] = mask.tolist()
-        model.mask = torch.from_numpy(mask)
+    model.set_normalization(loaded["transform"], loaded.get("mask"))
     return model
 
 
