@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(PY) examples/quickstart.py --out outputs/demo
+	$(VENV)/bin/rho-workflow run pipelines/demo.yaml
 
 test: install
 	$(PY) -m pytest -q -m "not slurm" tests
