@@ -8,7 +8,6 @@ that :func:`os.replace` is a rename within one file system (atomic on POSIX).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from rho_workflow.training.checkpoint import file_sha256
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy",
            "file_sha256", "load_npy_checked"]
@@ -81,15 +82,6 @@ def load_npy_checked(path: str | os.PathLike, shape: tuple[int, ...] | None = No
     if shape is not None and tuple(array.shape) != tuple(shape):
         return None
     return array
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
