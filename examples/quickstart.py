@@ -72,7 +72,8 @@ def main() -> None:
         gallery += [gen[0], ref[0]]
         titles += [f"generated n={point['index']}, A={point['amplitude']}", "true"]
         arrays.append(gen)
-    plot_spectra(k, spectra, "rad Mpc-1", "Mpc2", out / "spectra.png")
+    length = spec.coords[spec.dims[0]][1]
+    plot_spectra(k, spectra, f"rad {length}-1", f"{length}2", out / "spectra.png")
     plot_field_gallery(np.stack(gallery), titles, out / "fields.png",
                        extent=(0, box, 0, box), units=spec.units)
 
@@ -83,8 +84,8 @@ def main() -> None:
             "case": ("case", np.arange(len(evaluation)), {"long_name": "evaluation case"}),
             "member": ("member", np.arange(args.samples), {"long_name": "sample member"}),
             **{d: (d, spec.coords[d][0], {"units": spec.coords[d][1]}) for d in spec.dims},
-            "index": ("case", [p["index"] for p in evaluation.values()], {"units": "1", "long_name": "spectral index n"}),
-            "amplitude": ("case", [p["amplitude"] for p in evaluation.values()], {"units": "Mpc2", "long_name": "spectral amplitude A"}),
+            **{name: ("case", [p[name] for p in evaluation.values()], {"units": spec.param_units[name]})
+               for name in ("index", "amplitude")},
         },
         attrs={"Conventions": "CF-1.8", "title": "rho_workflow quickstart samples",
                "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} examples/quickstart.py",
