@@ -124,7 +124,8 @@ def _panel_data(field: np.ndarray, i: int) -> np.ndarray:
 
 def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequence[str],
                        path: str | os.PathLike, extent: tuple[float, ...] | None = None,
-                       units: str | None = None, *, ncols: int = 4) -> Path:
+                       units: str | None = None, *, axis_labels: Sequence[str] | None = None,
+                       ncols: int = 4) -> Path:
     """Panels of fields: images of 2D fields, central slices of 3D ones, lines of 1D ones.
 
     Images show ``field[:, :, n // 2]`` of a 3D field and ``field.T`` (first axis horizontal)
@@ -142,6 +143,8 @@ def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequen
         ``(x0, x1, y0, y1)`` of 2D/3D panels, or ``(x0, x1)`` of 1D ones (coordinate values).
     units : str, optional
         Units of the field values (colour bar or y axis label).
+    axis_labels : sequence of str, optional
+        Labels of the panels' x (and y) axes, with their units, e.g. ``("x [Mparsec]", "y [Mparsec]")``.
     ncols : int
         Panels per row.
     """
@@ -183,6 +186,10 @@ def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequen
             image = ax.imshow(panel.T, origin="lower", extent=extent, vmin=vmin, vmax=vmax,
                               cmap="viridis", aspect="equal")
         ax.set_title(str(title), fontsize=9)
+        if axis_labels:
+            ax.set_xlabel(axis_labels[0], fontsize=8)
+            if panel.ndim > 1 and len(axis_labels) > 1:
+                ax.set_ylabel(axis_labels[1], fontsize=8)
     if image is not None:  # one colour bar: all panels share vmin and vmax
         fig.colorbar(image, ax=axes, shrink=0.9, label=f"value{_units_label(units)}")
     return save_figure(fig, path)

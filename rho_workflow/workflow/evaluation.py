@@ -116,15 +116,18 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
             pooled_metrics = compare_fields(np.concatenate(gens), np.concatenate(ref_list), None)
             summary["pooled"][var] = pooled_metrics
             if figures:
-                first = [g[0] for g in gens][:8]
-                titles = [_point_title(p) for p, _ in refs][:8]
+                panels, titles = [], []
+                for gen, ref, (point, _) in list(zip(gens, ref_list, refs))[:4]:
+                    panels += [gen[0], ref[0]]
+                    titles += [f"generated, {_point_title(point)}", "held-out simulation"]
                 coords = meta["coords"]
+                labels = [f"{d} [{udunits(coords[d].get('units', '1'))}]" for d in dims]
                 extent = None
                 if len(dims) == 2:
                     xs, ys = (np.asarray(coords[d]["values"]) for d in dims)
                     extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
-                path = plot_field_gallery(first, titles, out_dir / f"gallery_{var}.png",
-                                          extent=extent,
+                path = plot_field_gallery(panels, titles, out_dir / f"gallery_{var}.png",
+                                          extent=extent, axis_labels=labels,
                                           units=store.field_attrs.get(var, {}).get("units"))
                 summary["figures"].append(str(path))
     summary["headline"] = _headline(summary)
