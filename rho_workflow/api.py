@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -228,7 +229,11 @@ class RhoModel:
         if len(points) != len(seeds):
             raise ValueError(f"{len(points)} parameter points but {len(seeds)} seeds; give one seed per sample")
         sample_fn = get_sampler(sampler)
-        sigmas = sampling_sigmas(self.schedule, steps, spacing=spacing or DEFAULT_SPACING[sampler])
+        spacing = spacing or DEFAULT_SPACING[sampler]
+        if sampler == "heun" and spacing == "discrete" and self.schedule.name == "cosine":
+            warnings.warn("heun on the cosine schedule's discrete levels diverges (its first step "
+                          "starts near sigma 2e4); use spacing='karras'", stacklevel=2)
+        sigmas = sampling_sigmas(self.schedule, steps, spacing=spacing)
         cond_all = (torch.from_numpy(self.param_space.to_array(list(points), allow_extrapolation))
                     if len(self.param_space) else None)
         denoiser = guided(self._denoiser_for_sampling(), guidance)
