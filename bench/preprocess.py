@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import threading
@@ -33,6 +32,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import machine  # noqa: E402
 
 from rho_workflow.data.config import DataConfig  # noqa: E402
 from rho_workflow.data.make_data import write_sweep  # noqa: E402
@@ -42,20 +44,6 @@ from rho_workflow.data.store import open_store, preprocess  # noqa: E402
 WORK = ROOT / "bench" / "work" / "preprocess"
 RESULT = ROOT / "bench" / "results" / "preprocess.json"
 FLOOR = 1e-8
-
-
-def machine() -> dict:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_model": model, "logical_cores": psutil.cpu_count(),
-            "ram_gib": round(psutil.virtual_memory().total / 2 ** 30, 1),
-            "platform": platform.platform(), "python": platform.python_version()}
 
 
 def make_sweep(gb: float, size: int, realizations: int) -> list[Path]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -37,6 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "sweep_scaling.json"
+sys.path.insert(0, str(ROOT / "bench"))
+from common import machine as common_machine  # noqa: E402
 
 
 def make_checkpoint(path: Path, size: int, base_channels: int, mults: list[int]) -> Path:
@@ -129,24 +130,10 @@ def warm_up(checkpoint: str) -> float:
 
 
 def machine() -> dict:
-    import torch
-
-    return {"platform": platform.platform(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "cpus": os.cpu_count(),
-            "cpu_model": _cpu_model(), "load_average_1_5_15": list(os.getloadavg()),
-            "torch_threads_per_task": 1,
+    """bench/common.machine() plus this benchmark's thread and allocator settings."""
+    return {**common_machine(), "torch_threads_per_task": 1,
             "malloc_env": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_",
                                                           "MALLOC_MMAP_THRESHOLD_")}}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def same_allocator_as_workers() -> None:
