@@ -28,7 +28,7 @@ from rho_workflow.diffusion.precond import Denoiser, guided
 from rho_workflow.diffusion.random import BatchGenerator, derive_seed
 from rho_workflow.diffusion.samplers import get_sampler
 from rho_workflow.diffusion.schedules import make_schedule, sampling_sigmas
-from rho_workflow.models import build_network
+from rho_workflow.models import FeatureEncoder, build_network, fourier_aliasing
 from rho_workflow.params import ParamSpace
 from rho_workflow.training.checkpoint import load_checkpoint, save_checkpoint
 from rho_workflow.training.trainer import TrainConfig, TrainResult, resolve_device, train
@@ -177,6 +177,8 @@ class RhoModel:
         if len(params) != x.shape[0]:
             raise ValueError(f"{x.shape[0]} fields but {len(params)} parameter points; give one point per field")
         cond = torch.from_numpy(self.param_space.to_array(list(params))) if len(self.param_space) else None
+        if cond is not None:
+            self._warn_if_design_aliases(cond.numpy())
         sd = float(x.std()) if self.mask is None else float(x[:, :, self.mask].std())
         self.config["diffusion"]["sigma_data"] = sd
         self.denoiser.sigma_data = sd
@@ -198,6 +200,14 @@ class RhoModel:
         self.step, self.ema_state = result.step, ema.state_dict()
         self._sampling_denoiser = None
         return result
+
+    def _warn_if_design_aliases(self, cond: np.ndarray) -> None:
+        """Warn when the training values cannot pin down the feature encoder between them."""
+        inner = getattr(getattr(self.denoiser.net, "cond_encoder", None), "inner", None)
+        if isinstance(inner, FeatureEncoder):
+            for problem in fourier_aliasing(self.param_space, cond, inner.n_frequencies):
+                warnings.warn(f"feature encoder: {problem}; samples at values between training values "
+                              "will not interpolate", stacklevel=3)
 
     # -- sampling -------------------------------------------------------------------------------
     def sample(self, params: Mapping[str, Any] | Sequence[Mapping[str, Any]], n: int = 1, *,

@@ -1,6 +1,7 @@
 """The Python API end to end on tiny models: fit, sample, save/load, resume, bad input."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -164,8 +165,9 @@ def test_point_data_with_mlp():
     rng = np.random.default_rng(0)
     shifts = rng.choice([-1.0, 1.0], 512)
     x = np.stack([shifts, -shifts], 1) + 0.1 * rng.standard_normal((512, 2))
-    model = RhoModel.create((2,), space, network={"kind": "mlp", "dim": 2, "hidden": 64, "depth": 2},
-                            device="cpu")
+    net = {"kind": "mlp", "dim": 2, "hidden": 64, "depth": 2,
+           "condition": {"kind": "features", "n_frequencies": 0}}  # two values: no octave is alias-free
+    model = RhoModel.create((2,), space, network=net, device="cpu")
     model.fit(x, [{"shift": s} for s in shifts], steps=300, batch_size=64, lr=3e-3, warmup_steps=10,
               progress=False)
     out = model.sample([{"shift": -1.0}, {"shift": 1.0}], n=64, steps=20, seed=0)
@@ -173,3 +175,14 @@ def test_point_data_with_mlp():
     np.testing.assert_allclose(np.median(out, axis=1), [[-1, 1], [1, -1]], atol=0.3)
     with pytest.raises(ValueError, match=r"expected \(N, 2\)"):
         model.fit(x[:, :1], [{"shift": s} for s in shifts], steps=1, progress=False)
+
+
+def test_fit_warns_when_the_training_design_aliases_the_feature_encoder():
+    x, pts = tiny_data(n=16)  # temperature on a 3-value grid: gaps of half the range
+    net = {**TINY_NET, "condition": {"kind": "features", "n_frequencies": 3}}
+    model = RhoModel.create((16,), SPACE, network=net, device="cpu")
+    with pytest.warns(UserWarning, match=r"'temperature'.*n_frequencies <= 1"):
+        model.fit(x, pts, steps=1, batch_size=8, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model().fit(x, pts, steps=1, batch_size=8, progress=False)

@@ -14,6 +14,7 @@ from rho_workflow.models import (
     FeatureEncoder,
     HashEncoder,
     build_network,
+    fourier_aliasing,
     make_condition_encoder,
     sha512_code,
 )
@@ -192,3 +193,49 @@ def test_non_finite_cond_is_an_error(space):
     enc = make_condition_encoder("features", space, emb_dim=8)
     with pytest.raises(ValueError, match="NaN"):
         enc(torch.tensor([[float("nan"), 20.0, 0.0]], dtype=torch.float64))
+
+
+# -- aliasing of Fourier features on coarse training designs ----------------------------------------
+GRID_SPACE = ParamSpace([Parameter("index", "1", "continuous", -3.0, -1.0),
+                         Parameter("amplitude", "Mpc2", "continuous", 0.5, 2.0)])
+GRID = [{"index": n, "amplitude": a} for n in (-3.0, -2.5, -2.0, -1.5, -1.0) for a in (0.5, 1.0, 2.0)]
+
+
+def _features(enc: FeatureEncoder, cond: torch.Tensor) -> torch.Tensor:
+    x = enc.normalized(cond)[:, :, None] * enc.freqs.double()
+    return torch.cat([x.sin(), x.cos()], dim=2)
+
+
+def test_fourier_aliasing_follows_nyquist_on_a_sweep_grid():
+    cond = GRID_SPACE.to_array(GRID)
+    # index: 5 values, gap 1/4 of the range -> alias-free up to 2 octaves (finest period 1)
+    # amplitude: 0.5, 1, 2 of [0.5, 2] -> gaps 1/3 and 2/3 -> alias-free only with 1 octave
+    assert fourier_aliasing(GRID_SPACE, cond, 0) == []
+    assert fourier_aliasing(GRID_SPACE, cond, 1) == []
+    two = fourier_aliasing(GRID_SPACE, cond, 2)
+    assert len(two) == 1 and "'amplitude'" in two[0] and "n_frequencies <= 1" in two[0]
+    three = fourier_aliasing(GRID_SPACE, cond, 3)
+    assert len(three) == 2 and "'index'" in three[0] and "n_frequencies <= 2" in three[0]
+    assert "0.25" in three[0] and "[-3.0, -1.0]" in three[0]
+
+
+def test_aliased_octaves_take_unseen_values_between_grid_points():
+    """What the rule protects against: with 4 octaves, sin(4 pi x), sin(8 pi x) and cos(8 pi x)
+    are constant over the 5-point grid, and halfway between two grid values cos(8 pi x) = -1."""
+    space = ParamSpace([GRID_SPACE.params[0]])
+    grid = torch.tensor([[-3.0], [-2.5], [-2.0], [-1.5], [-1.0]], dtype=torch.float64)
+    between = torch.tensor([[-1.75]], dtype=torch.float64)
+    enc = FeatureEncoder(space, 8, n_frequencies=4)
+    on_grid, off_grid = _features(enc, grid)[:, 0], _features(enc, between)[:, 0]
+    lo, hi = on_grid.min(0).values, on_grid.max(0).values
+    outside = (off_grid[0] < lo - 1e-9) | (off_grid[0] > hi + 1e-9)
+    assert bool(outside.any())  # the aliased design: a feature value never seen in training
+    ok = FeatureEncoder(space, 8, n_frequencies=2)
+    assert fourier_aliasing(space, grid.numpy(), 2) == []
+    on_grid, off_grid = _features(ok, grid)[:, 0], _features(ok, between)[:, 0]
+    assert bool(((off_grid[0] >= on_grid.min(0).values - 1e-9) & (off_grid[0] <= on_grid.max(0).values + 1e-9)).all())
+
+
+def test_feature_encoder_default_is_alias_free_on_coarse_grids():
+    assert FeatureEncoder(GRID_SPACE, 8).n_frequencies == 1
+    assert fourier_aliasing(GRID_SPACE, GRID_SPACE.to_array(GRID), FeatureEncoder(GRID_SPACE, 8).n_frequencies) == []

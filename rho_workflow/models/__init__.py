@@ -18,6 +18,7 @@ from rho_workflow.models.conditioning import (
     HashEncoder,
     NoiseEmbedding,
     canonical_point,
+    fourier_aliasing,
     make_condition_encoder,
     sha512_code,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "UNet",
     "build_network",
     "canonical_point",
+    "fourier_aliasing",
     "make_condition_encoder",
     "sha512_code",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "HashEncoder",
     "ENCODER_KINDS",
     "canonical_point",
+    "fourier_aliasing",
     "make_condition_encoder",
     "network_embedding",
     "sha512_code",
@@ -234,19 +235,28 @@ class FeatureEncoder(nn.Module):
     so the model can interpolate to unseen values inside the declared range (and extrapolate,
     with the usual caution, outside it).
 
+    Interpolation needs features that the training values sample above their Nyquist rate:
+    the finest feature has period ``2 ** (2 - n_frequencies)`` of the range, and where the
+    training values are a grid of spacing ``g`` (in [0, 1] units), octaves with period
+    ``<= 2 g`` alias. With a 5-point grid and ``n_frequencies = 4``, ``sin(4 pi x)`` and
+    ``sin(8 pi x)`` are 0 and ``cos(8 pi x)`` is 1 at every grid value, but ``cos(8 pi x) = -1``
+    halfway between two of them, a feature value never seen in training. Sweeps are usually
+    coarse grids, hence the default of one octave (period 2: ``sin(pi x)``, ``cos(pi x)``), which
+    is alias-free for any design whose gaps are below the whole range;
+    :func:`fourier_aliasing` checks a design for more.
+
     Parameters
     ----------
     param_space : ParamSpace
     emb_dim : int
         Width of the output embedding.
     n_frequencies : int
-        Number of octaves ``k = 0 .. n_frequencies - 1``; the finest feature has period
-        ``2 ** (1 - n_frequencies)`` of the declared range.
+        Number of octaves ``k = 0 .. n_frequencies - 1`` (0 keeps only ``x``).
     categorical_dim : int
         Width of each categorical embedding.
     """
 
-    def __init__(self, param_space: ParamSpace, emb_dim: int, n_frequencies: int = 4,
+    def __init__(self, param_space: ParamSpace, emb_dim: int, n_frequencies: int = 1,
                  categorical_dim: int = 16):
         super().__init__()
         if n_frequencies < 0:
@@ -291,6 +301,51 @@ class FeatureEncoder(nn.Module):
         if not parts:
             parts.append(torch.zeros(cond.shape[0], 1, dtype=dtype, device=cond.device))
         return self.mlp(torch.cat(parts, dim=1))
+
+
+def fourier_aliasing(param_space: ParamSpace, cond: np.ndarray, n_frequencies: int) -> list[str]:
+    """Continuous parameters whose training values alias the finest Fourier feature (Nyquist).
+
+    A feature ``sin(w x)`` of period ``T = 2 pi / w`` is pinned down between training values
+    only if no gap between consecutive distinct values of ``x`` (counting the ends of the
+    declared range, where sampling is allowed too) reaches ``T / 2``. The finest feature of
+    :class:`FeatureEncoder` has ``w = 2^(n_frequencies - 1) pi``, so the rule is
+    ``max gap < 2^(1 - n_frequencies)``.
+
+    Parameters
+    ----------
+    param_space : ParamSpace
+    cond : ndarray, shape (B, P)
+        Training values as made by :meth:`ParamSpace.to_array`.
+    n_frequencies : int
+        Octaves of the encoder.
+
+    Returns
+    -------
+    list of str
+        One message per aliased parameter (naming it, its largest gap, the rule and the
+        largest alias-free ``n_frequencies``); empty when the design is alias-free.
+    """
+    if n_frequencies <= 0:
+        return []
+    x = param_space.normalize(np.asarray(cond, dtype=np.float64))
+    limit = 2.0 ** (1 - n_frequencies)
+    problems = []
+    for j, p in enumerate(param_space.params):
+        if p.kind != "continuous" or p.high == p.low:
+            continue
+        values = np.unique(np.concatenate([[0.0, 1.0], np.clip(x[:, j], 0.0, 1.0)]))
+        gap = float(np.diff(values).max())
+        if gap >= limit:
+            alias_free = max(0, math.ceil(1.0 - math.log2(gap)) - 1)
+            problems.append(
+                f"parameter {p.name!r}: the largest gap between training values is {gap:.3g} of its "
+                f"range [{p.low}, {p.high}] {p.units}, but the finest of {n_frequencies} Fourier octaves "
+                f"has period {2 * limit:.3g} and needs gaps below half of it ({limit:.3g}); between "
+                f"training values the encoder sees feature values never trained on. Use "
+                f"n_frequencies <= {alias_free}, or a denser design"
+            )
+    return problems
 
 
 class ConditionEncoder(nn.Module):
