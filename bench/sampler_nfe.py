@@ -75,19 +75,15 @@ DEFAULT_SAMPLER = ("dpmpp_2m", "log-snr")
 
 
 def latin_hypercube(n_points: int, seed: int) -> list[dict]:
-    """``n_points`` (index, amplitude) values, one in each of ``n_points`` equal strata of each
-    parameter's declared range (McKay et al. 1979), with the nearest one moved onto the
-    "train" point so that this point is a training value exactly."""
-    spec = synthetic.field_spec(KIND, 32)
-    rng = np.random.default_rng(seed)
-    unit = np.stack([(rng.permutation(n_points) + rng.uniform(size=n_points)) / n_points for _ in range(2)], 1)
-    names = ("index", "amplitude")
-    lows = np.array([spec.param_ranges[k][0] for k in names])
-    highs = np.array([spec.param_ranges[k][1] for k in names])
-    train = np.array([POINTS["train"][k] for k in names])
-    unit[np.argmin(np.linalg.norm(unit - (train - lows) / (highs - lows), axis=1))] = (train - lows) / (highs - lows)
-    values = lows + unit * (highs - lows)
-    return [{k: float(v) for k, v in zip(names, row)} for row in values]
+    """The make-data sweep design (a Latin hypercube of ``n_points`` values over the declared
+    ranges), with the value nearest the "train" point moved onto it, so that this point is a
+    training value exactly."""
+    points = synthetic.default_points(KIND, n_points, np.random.default_rng(seed))
+    space = synthetic.field_spec(KIND, 32).param_space()
+    unit = space.normalize(space.to_array(points))
+    nearest = np.argmin(np.linalg.norm(unit - space.normalize(space.to_array(POINTS["train"])), axis=1))
+    points[int(nearest)] = dict(POINTS["train"])
+    return points
 
 
 def training_design(design: str, n_points: int) -> list[dict]:
