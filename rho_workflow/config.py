@@ -34,7 +34,7 @@ __all__ = ["ConfigError", "PipelineConfig", "SimulateSection", "ModelSection", "
 
 SECTIONS = ("name", "description", "simulate", "data", "model", "training", "sampling", "evaluation",
             "output", "cluster")
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "heun")
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun")
 
 
 @dataclass

@@ -19,12 +19,13 @@ from rho_workflow.diffusion.schedules import make_schedule, sampling_sigmas
 DATA = GaussianData.make(d=8, seed=0)
 SCHEDULE = make_schedule("linear", T=1000)
 N_SAMPLES = 20_000
-DETERMINISTIC = ("ddim", "dpmpp_2m", "heun")
+DETERMINISTIC = ("ddim", "dpmpp_2m", "dpmpp_3m", "heun")
 
 # (sampler, spacing, steps, options, discretization allowance on the relative covariance error).
 # The allowances bound the exact (noise-free) errors measured by test_deterministic_accuracy
 # below: DDIM is first order (3.5% at 100 discrete steps), Heun and DPM-Solver++(2M) second
-# order (< 1% at 50 steps, ~4% at 25 karras steps); DDPM's 1000-step chain is within 1%.
+# order (< 1% at 50 steps, ~4% at 25 karras steps), DPM-Solver++(3M) third order (0.2% at 25
+# log-SNR steps); DDPM's 1000-step chain is within 1%.
 # DDIM with eta = 1 is DDPM with the beta_tilde variance (test_ddim_eta_one_is_ddpm_beta_tilde).
 CASES = [
     ("ddpm", "discrete", 1000, {"variance": "beta"}, 0.01),
@@ -32,6 +33,8 @@ CASES = [
     ("ddim", "discrete", 100, {"eta": 0.0}, 0.04),
     ("dpmpp_2m", "karras", 25, {}, 0.045),
     ("dpmpp_2m", "log-snr", 50, {}, 0.01),
+    ("dpmpp_3m", "log-snr", 25, {}, 0.005),
+    ("dpmpp_3m", "karras", 50, {}, 0.005),
     ("heun", "karras", 50, {}, 0.01),
     ("heun", "log-snr", 50, {}, 0.01),
 ]
@@ -82,8 +85,11 @@ def _reference_map(sigmas: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("spacing", ["karras", "log-snr"])
-@pytest.mark.parametrize("name, order", [("ddim", 1.0), ("dpmpp_2m", 2.0), ("heun", 2.0)])
+@pytest.mark.parametrize("name, order", [("ddim", 1.0), ("dpmpp_2m", 2.0), ("heun", 2.0), ("dpmpp_3m", 3.0)])
 def test_deterministic_convergence_order(name, order, spacing):
+    """Observed order log2(e_N / e_2N) of the exact-denoiser map. DPM-Solver++(3M) is allowed to
+    exceed its order (on these linear Gaussian flows it reaches ~4 with log-SNR spacing), and a
+    coefficient error in its second-derivative term would drop it to 2."""
     errors = []
     for steps in (20, 40, 80):
         sigmas = sampling_sigmas(SCHEDULE, steps, spacing)
@@ -91,12 +97,16 @@ def test_deterministic_convergence_order(name, order, spacing):
         ref = _reference_map(sigmas)
         errors.append(float(torch.linalg.norm(A - ref) / torch.linalg.norm(ref)))
     observed = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
-    assert all(abs(p - order) < 0.3 for p in observed), (name, errors, observed)
+    if name == "dpmpp_3m":
+        assert all(order - 0.3 < p < order + 1.5 for p in observed), (name, errors, observed)
+    else:
+        assert all(abs(p - order) < 0.3 for p in observed), (name, errors, observed)
 
 
 @pytest.mark.parametrize("name, spacing, steps, bound", [
     ("ddim", "discrete", 100, 0.04), ("dpmpp_2m", "karras", 25, 0.045), ("dpmpp_2m", "karras", 50, 0.01),
-    ("heun", "karras", 25, 0.045), ("heun", "karras", 50, 0.01)])
+    ("heun", "karras", 25, 0.045), ("heun", "karras", 50, 0.01), ("dpmpp_3m", "log-snr", 25, 0.003),
+    ("dpmpp_3m", "karras", 25, 0.015)])
 def test_deterministic_accuracy(name, spacing, steps, bound):
     """Exact output covariance (A (sigma_0^2 + 1) A^T, no Monte-Carlo error) vs Sigma: the allowances of CASES."""
     sigmas = sampling_sigmas(SCHEDULE, steps, spacing)
@@ -180,10 +190,10 @@ def test_stochastic_samplers_need_a_generator():
 
 
 def test_registry_and_nfe():
-    assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp_2m", "heun"}
+    assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun"}
     with pytest.raises(ValueError, match="valid samplers are"):
         get_sampler("euler_a")
-    assert nfe("heun", 25) == 49 and nfe("dpmpp_2m", 25) == 25 and nfe("ddpm", 1000) == 1000
+    assert nfe("heun", 25) == 49 and nfe("dpmpp_2m", 25) == 25 and nfe("dpmpp_3m", 25) == 25 and nfe("ddpm", 1000) == 1000
     calls = []
 
     def counting(x, sigma, cond=None):
