@@ -80,7 +80,7 @@ FOUR_OCTAVES_RUN = [
     {"point": "held-out", "sampler": "ddim", "steps": 25, "error_pct": 15.29, "var_ratio": 1.305},
 ]
 DEFAULT_SAMPLER = ("dpmpp_2m", "log-snr")  # of the spread stage
-API_DEFAULT = ("dpmpp_2m", "log-snr")  # RhoModel.sample's sampler and its DEFAULT_SPACING
+API_DEFAULT = ("dpmpp_3m", "log-snr")  # RhoModel.sample's sampler and its DEFAULT_SPACING
 EXACT_SAMPLERS = ["ddim:discrete", "dpmpp_2m:log-snr", "dpmpp_2m:karras", "dpmpp_3m:log-snr", "heun:karras"]
 
 
