@@ -115,7 +115,7 @@ class RhoDatasetAccessor:
 def sample_sweep(model: Any, *, grid: Mapping[str, Any] | None = None,
                  table: Sequence[Mapping[str, Any]] | None = None,
                  table_units: Mapping[str, str] | None = None, members: int = 4, seed: int = 0,
-                 sampler: str = "dpmpp_2m", steps: int = 25, guidance: float = 0.0,
+                 sampler: str = "dpmpp_3m", steps: int = 25, guidance: float = 0.0,
                  batch_size: int = 16, allow_extrapolation: bool = False) -> xr.Dataset:
     """Sample a grid or table sweep in this process; a labeled, CF-attributed Dataset.
 

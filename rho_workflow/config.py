@@ -116,7 +116,7 @@ class SamplingSection:
     of ``batch_size``).
     """
 
-    sampler: str = opt("dpmpp_2m", types=(str,), choices=SAMPLERS)
+    sampler: str = opt("dpmpp_3m", types=(str,), choices=SAMPLERS)
     steps: int = opt(25, types=(int,), ge=1)
     guidance: float = opt(0.0, types=(float,), ge=0.0)
     members: int = opt(4, types=(int,), ge=1)

@@ -186,3 +186,17 @@ def test_fit_warns_when_the_training_design_aliases_the_feature_encoder():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_model().fit(x, pts, steps=1, batch_size=8, progress=False)
+
+
+def test_default_sampler_is_dpmpp_3m_and_warns_below_its_step_range():
+    x, pts = tiny_data(n=16)
+    model = make_model()
+    model.fit(x, pts, steps=2, batch_size=8, progress=False)
+    point = {"temperature": 250.0, "phase": "gas"}
+    with pytest.warns(UserWarning, match="dpmpp_3m with 5 steps"):
+        default = model.sample(point, n=2, steps=5, seed=3)
+    np.testing.assert_array_equal(default, model.sample(point, n=2, steps=5, seed=3, sampler="dpmpp_3m"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.sample(point, n=2, steps=12, seed=3)
+        model.sample(point, n=2, steps=5, seed=3, sampler="dpmpp_2m")

@@ -32,7 +32,7 @@ def small_pipeline(root: Path) -> dict:
                               "num_res_blocks": 1, "attention_levels": []}},
         "training": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "log_every": 4,
                      "checkpoint_every": 6, "threads": 1},
-        "sampling": {"steps": 3, "members": 2, "batch_size": 2, "chunk_size": 4, "seed": 11,
+        "sampling": {"sampler": "dpmpp_2m", "steps": 3, "members": 2, "batch_size": 2, "chunk_size": 4, "seed": 11,
                      "grid": {"index": {"start": -2.5, "stop": -1.5, "num": 2},
                               "amplitude": {"values": [800000, 1600000], "units": "kpc2"}}},
         "evaluation": {"max_points": 2, "bins": 10},
