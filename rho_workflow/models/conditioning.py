@@ -240,10 +240,12 @@ class FeatureEncoder(nn.Module):
     training values are a grid of spacing ``g`` (in [0, 1] units), octaves with period
     ``<= 2 g`` alias. With a 5-point grid and ``n_frequencies = 4``, ``sin(4 pi x)`` and
     ``sin(8 pi x)`` are 0 and ``cos(8 pi x)`` is 1 at every grid value, but ``cos(8 pi x) = -1``
-    halfway between two of them, a feature value never seen in training. Sweeps are usually
+    halfway between two of them, a feature value never seen in training. Sweeps are often
     coarse grids, hence the default of one octave (period 2: ``sin(pi x)``, ``cos(pi x)``), which
     is alias-free for any design whose gaps are below the whole range;
-    :func:`fourier_aliasing` checks a design for more.
+    :func:`fourier_aliasing` checks a design for more. Alias-free is necessary, not sufficient:
+    between the points of a coarse grid the model is still unconstrained, while a dense design
+    such as a Latin hypercube interpolates (bench/sampler_nfe.py, ``--design lhs|grid``).
 
     Parameters
     ----------
