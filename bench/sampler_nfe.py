@@ -20,11 +20,12 @@ On 2 cores the stages run as separate 1-thread processes, two at a time:
     bench/sampler_nfe.py --stage train --encoders hash --train-minutes 30 &  wait
     bench/sampler_nfe.py --stage sample --points train &
     bench/sampler_nfe.py --stage sample --points held-out &  wait
-    bench/sampler_nfe.py --stage spread --points train &
-    bench/sampler_nfe.py --stage spread --points held-out &  wait   # then merges
+    bench/sampler_nfe.py --stage spread --spread-sampler dpmpp_2m:log-snr --points P   # each P, 2 at once
     # DPM-Solver++(3M) rows and spread beside them (no second DDPM reference):
     bench/sampler_nfe.py --stage sample --samplers-only --samplers dpmpp_3m:log-snr --points P
-    bench/sampler_nfe.py --stage spread --spread-sampler dpmpp_3m:log-snr --points P
+    bench/sampler_nfe.py --stage spread --points P   # the API's default sampler; then merges
+
+The merge prints the table and writes it beside the JSON (bench/results/sampler_nfe.txt).
 
 The merge also scores each deterministic sampler with the exact denoiser of the Gaussian
 log-field (:func:`exact_denoiser_rows`): the sampler's own error, without network or
@@ -43,9 +44,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table, write_result  # noqa: E402
+from common import RESULTS, machine, table, write_result  # noqa: E402
 
-from rho_workflow.api import RhoModel  # noqa: E402
+from rho_workflow.api import DEFAULT_SAMPLER as API_SAMPLER  # noqa: E402
+from rho_workflow.api import DEFAULT_SPACING, RhoModel  # noqa: E402
 from rho_workflow.data import synthetic  # noqa: E402
 from rho_workflow.diffusion.samplers import nfe  # noqa: E402
 from rho_workflow.models import FeatureEncoder, fourier_aliasing  # noqa: E402
@@ -79,8 +81,7 @@ FOUR_OCTAVES_RUN = [
     {"point": "held-out", "sampler": "dpmpp_2m log-snr", "steps": 25, "error_pct": 37.10, "var_ratio": 1.728},
     {"point": "held-out", "sampler": "ddim", "steps": 25, "error_pct": 15.29, "var_ratio": 1.305},
 ]
-DEFAULT_SAMPLER = ("dpmpp_2m", "log-snr")  # of the spread stage
-API_DEFAULT = ("dpmpp_3m", "log-snr")  # RhoModel.sample's sampler and its DEFAULT_SPACING
+API_DEFAULT = (API_SAMPLER, DEFAULT_SPACING[API_SAMPLER])  # what RhoModel.sample uses
 EXACT_SAMPLERS = ["ddim:discrete", "dpmpp_2m:log-snr", "dpmpp_2m:karras", "dpmpp_3m:log-snr", "heun:karras"]
 
 
@@ -220,7 +221,7 @@ def main() -> None:
                          "with --spread-seeds, the Monte-Carlo spread of its figure; merge: combine the "
                          "per-point results")
     ap.add_argument("--spread-seeds", type=int, nargs="+", default=[8, 9, 10, 11])
-    ap.add_argument("--spread-sampler", default=":".join(DEFAULT_SAMPLER), help="SAMPLER:SPACING of the spread stage")
+    ap.add_argument("--spread-sampler", default=":".join(API_DEFAULT), help="SAMPLER:SPACING of the spread stage")
     ap.add_argument("--samplers-only", action="store_true",
                     help="sample stage: only the --samplers rows (no DDPM reference, no hash model), kept "
                          "beside the rows of earlier sample runs")
@@ -291,8 +292,7 @@ def main() -> None:
         sampler, spacing = args.spread_sampler.split(":")
         spread = [evaluate("features", sampler, 25, label, spacing, seed=seed)
                   for label in args.points for seed in args.spread_seeds]
-        suffix = "" if (sampler, spacing) == DEFAULT_SAMPLER else f"_{sampler}"
-        (WORK / f"sampler_nfe_spread_{'_'.join(args.points)}{suffix}.json").write_text(json.dumps(spread, indent=2))
+        (WORK / f"sampler_nfe_spread_{'_'.join(args.points)}_{sampler}_{spacing}.json").write_text(json.dumps(spread, indent=2))
         return merge()
     for label in args.points:
         if not args.samplers_only:
@@ -353,19 +353,22 @@ def merge() -> None:
         affine = RhoModel.load(checkpoint, device="cpu").transform.to_dict()["steps"][-1]
         exact = exact_denoiser_rows(float(affine["scale"][0]), EXACT_SAMPLERS, [10, 25, 50, 100])
     cols = ["encoder", "point", "sampler", "spacing", "steps", "nfe", "error_pct", "floor_pct", "var_ratio", "seconds"]
-    print(table(rows, cols))
-    print("\nprior recipe (issue #2, before this project):")
-    print(table(PRIOR_RECIPE, ["sampler", "steps", "error_pct"]))
-    print("\nfeatures encoder with 4 Fourier octaves (commit 58e7502), before the aliasing fix:")
-    print(table(FOUR_OCTAVES_RUN, ["point", "sampler", "steps", "error_pct", "var_ratio"]))
+    report = []
+    report.append(table(rows, cols))
+    report.append("\nprior recipe (issue #2, before this project):")
+    report.append(table(PRIOR_RECIPE, ["sampler", "steps", "error_pct"]))
+    report.append("\nfeatures encoder with 4 Fourier octaves (commit 58e7502), before the aliasing fix:")
+    report.append(table(FOUR_OCTAVES_RUN, ["point", "sampler", "steps", "error_pct", "var_ratio"]))
     if exact:
-        print("\nthe samplers alone: exact denoiser of the Gaussian log-field, no network, no Monte-Carlo error:")
-        print(table(exact, list(exact[0])))
+        report.append("\nthe samplers alone: exact denoiser of the Gaussian log-field, no network, no Monte-Carlo error:")
+        report.append(table(exact, list(exact[0])))
     if spread:
-        print("\nMonte-Carlo spread at 25 NFE over seeds (error_pct):")
-        print(table([{"point sampler spacing": k, **v} for k, v in spread.items()],
-                    ["point sampler spacing", "seeds", "mean", "std", "min", "max"]))
-    print("\ngoals:", json.dumps(goals, indent=1))
+        report.append("\nMonte-Carlo spread at 25 NFE over seeds (error_pct):")
+        report.append(table([{"point sampler spacing": k, **v} for k, v in spread.items()],
+                            ["point sampler spacing", "seeds", "mean", "std", "min", "max"]))
+    report.append("\ngoals: " + json.dumps(goals, indent=1))
+    text = "\n".join(report) + "\n"
+    print(text, end="")
     path = write_result("sampler_nfe", {
         "benchmark": "sampler_nfe", "machine": parts[0]["machine"] if parts else machine(),
         "args": [part["args"] for part in parts], "training": training,
@@ -373,7 +376,8 @@ def merge() -> None:
         "four_octaves_run": FOUR_OCTAVES_RUN, "seed_spread_25_nfe": spread,
         "exact_denoiser": exact,
     })
-    print(f"wrote {path}")
+    (RESULTS / "sampler_nfe.txt").write_text(text)
+    print(f"wrote {path} and {RESULTS / 'sampler_nfe.txt'}")
 
 
 if __name__ == "__main__":
