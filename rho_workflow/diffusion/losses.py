@@ -118,16 +118,7 @@ def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond
         raise ValueError("denoising_loss: the denoiser has no 'prediction' attribute; pass "
                          "prediction='x0' (or 'eps', 'v') to choose the plain loss weight")
     sigma_data = float(sigma_data if sigma_data is not None else getattr(denoiser, "sigma_data", 1.0))
-    batch = x0.shape[0]
-    if sigma is None:
-        sigma = sample_training_sigmas(schedule, batch, generator, how=sigma_sampling)
-    if noise is None:
-        noise_device = generator.device if generator is not None else x0.device
-        noise = torch.randn(x0.shape, generator=generator, device=noise_device, dtype=x0.dtype)
-    if tuple(sigma.shape) != (batch,) or noise.shape != x0.shape:
-        raise ValueError(f"denoising_loss: sigma must have shape ({batch},) and noise {tuple(x0.shape)}; "
-                         f"got {tuple(sigma.shape)} and {tuple(noise.shape)}")
-    sigma, noise = sigma.to(x0.device), noise.to(x0.device, x0.dtype)
+    sigma, noise = _training_noise(schedule, x0, generator, sigma_sampling, sigma, noise)
     weight = loss_weight(sigma, prediction, sigma_data, weighting, gamma)
     x = x0 + batch_sigma(sigma, x0).reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype) * noise
     bshape = (-1, *([1] * (x0.ndim - 1)))
@@ -138,8 +129,27 @@ def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond
     else:
         err = (denoiser(x, sigma, cond).to(torch.promote_types(x0.dtype, torch.float32)) - x0) ** 2
     err = weight.reshape(bshape).to(err.dtype) * err
-    if mask is None:
-        return err.mean()
+    return err.mean() if mask is None else _masked_mean(err, mask, x0)
+
+
+def _training_noise(schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator | None,
+                    sigma_sampling: str, sigma: torch.Tensor | None,
+                    noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise levels ``(B,)`` and standard normal noise like ``x0``, drawn unless given, on x0's device."""
+    batch = x0.shape[0]
+    if sigma is None:
+        sigma = sample_training_sigmas(schedule, batch, generator, how=sigma_sampling)
+    if noise is None:
+        noise_device = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=noise_device, dtype=x0.dtype)
+    if tuple(sigma.shape) != (batch,) or noise.shape != x0.shape:
+        raise ValueError(f"denoising_loss: sigma must have shape ({batch},) and noise {tuple(x0.shape)}; "
+                         f"got {tuple(sigma.shape)} and {tuple(noise.shape)}")
+    return sigma.to(x0.device), noise.to(x0.device, x0.dtype)
+
+
+def _masked_mean(err: torch.Tensor, mask: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """Mean of ``err`` over the points where ``mask`` is True (invalid points zeroed, so NaN-safe)."""
     mask = _valid_mask(mask, x0)
     count = mask.sum()
     if int(count) == 0:
