@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 __all__ = ["plot_spectra", "plot_value_histograms", "plot_field_gallery", "save_figure"]
 
@@ -122,6 +124,45 @@ def _panel_data(field: np.ndarray, i: int) -> np.ndarray:
     )
 
 
+def _gallery_panels(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequence[str],
+                    extent: tuple[float, ...] | None) -> list[np.ndarray]:
+    """The panels of :func:`plot_field_gallery`, after checking fields, titles and extent agree."""
+    fields = list(fields)
+    if len(fields) == 0:
+        raise ValueError("plot_field_gallery: no fields to plot")
+    if len(titles) != len(fields):
+        raise ValueError(
+            f"plot_field_gallery: {len(fields)} fields but {len(titles)} titles; pass one "
+            "title per field"
+        )
+    shapes = {np.shape(f) for f in fields}
+    if len(shapes) != 1:
+        raise ValueError(f"plot_field_gallery: fields have different shapes {sorted(shapes)}")
+    panels = [_panel_data(f, i) for i, f in enumerate(fields)]
+    want = 2 if panels[0].ndim == 1 else 4
+    if extent is not None and len(extent) != want:
+        raise ValueError(
+            f"plot_field_gallery: extent {tuple(extent)} has {len(extent)} values; "
+            f"{panels[0].ndim}D panels need {want}: (x0, x1) for lines, "
+            "(x0, x1, y0, y1) for images"
+        )
+    return panels
+
+
+def _draw_panel(ax: Axes, panel: np.ndarray, extent: tuple[float, ...] | None, vmin: float,
+                vmax: float, units: str | None) -> AxesImage | None:
+    """A line (1D panel) or an image (2D panel, first axis horizontal); returns the image or None."""
+    if panel.ndim == 1:
+        x = (np.arange(panel.size) if extent is None
+             else np.linspace(extent[0], extent[1], panel.size))
+        ax.plot(x, panel)
+        ax.set_ylim(vmin, vmax + 0.05 * (vmax - vmin) + 1e-300)
+        ax.set_ylabel(f"value{_units_label(units)}")
+        return None
+    return ax.imshow(panel.T, origin="lower", extent=extent, vmin=vmin, vmax=vmax,
+                     cmap="viridis", aspect="equal")
+
+
 def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequence[str],
                        path: str | os.PathLike, extent: tuple[float, ...] | None = None,
                        units: str | None = None, *, axis_labels: Sequence[str] | None = None,
@@ -148,25 +189,7 @@ def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequen
     ncols : int
         Panels per row.
     """
-    fields = list(fields)
-    if len(fields) == 0:
-        raise ValueError("plot_field_gallery: no fields to plot")
-    if len(titles) != len(fields):
-        raise ValueError(
-            f"plot_field_gallery: {len(fields)} fields but {len(titles)} titles; pass one "
-            "title per field"
-        )
-    shapes = {np.shape(f) for f in fields}
-    if len(shapes) != 1:
-        raise ValueError(f"plot_field_gallery: fields have different shapes {sorted(shapes)}")
-    panels = [_panel_data(f, i) for i, f in enumerate(fields)]
-    want = 2 if panels[0].ndim == 1 else 4
-    if extent is not None and len(extent) != want:
-        raise ValueError(
-            f"plot_field_gallery: extent {tuple(extent)} has {len(extent)} values; "
-            f"{panels[0].ndim}D panels need {want}: (x0, x1) for lines, "
-            "(x0, x1, y0, y1) for images"
-        )
+    panels = _gallery_panels(fields, titles, extent)
     ncols = max(1, min(ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(3.0 * ncols + 0.8, 2.8 * nrows), layout="constrained")
@@ -176,15 +199,7 @@ def plot_field_gallery(fields: Sequence[np.ndarray] | np.ndarray, titles: Sequen
     for i, (panel, title) in enumerate(zip(panels, titles)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         axes.append(ax)
-        if panel.ndim == 1:
-            x = (np.arange(panel.size) if extent is None
-                 else np.linspace(extent[0], extent[1], panel.size))
-            ax.plot(x, panel)
-            ax.set_ylim(vmin, vmax + 0.05 * (vmax - vmin) + 1e-300)
-            ax.set_ylabel(f"value{_units_label(units)}")
-        else:
-            image = ax.imshow(panel.T, origin="lower", extent=extent, vmin=vmin, vmax=vmax,
-                              cmap="viridis", aspect="equal")
+        image = _draw_panel(ax, panel, extent, vmin, vmax, units)  # all panels share ndim
         ax.set_title(str(title), fontsize=9)
         if axis_labels:
             ax.set_xlabel(axis_labels[0], fontsize=8)
