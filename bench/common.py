@@ -1,7 +1,15 @@
-"""Shared helpers of the benchmarks: machine description, JSON results, printed tables."""
+"""Shared helpers of the benchmarks: machine description, smoke/output options, JSON results,
+printed tables.
+
+Every benchmark takes ``--smoke`` (tiny sizes, seconds on one CPU thread: the real code path,
+meaningless figures) and ``--out PATH``. A full run writes ``bench/results/NAME.json``, the
+committed figures; a smoke run writes ``bench/work/smoke/NAME.json`` (git-ignored) unless
+``--out`` says otherwise, so that it never overwrites the committed results.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SMOKE_RESULTS = Path(__file__).resolve().parent / "work" / "smoke"
 
 
 def machine() -> dict[str, Any]:
@@ -51,13 +60,29 @@ def _git_commit() -> str | None:
         return None
 
 
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
-    os.replace(tmp, path)
-    return path
+def add_output_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """Add ``--smoke`` and ``--out`` to a benchmark's ``parser`` (``name``: its result file)."""
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, seconds on one CPU thread: checks that the benchmark runs "
+                             "(its figures mean nothing); writes to bench/work/smoke/ unless --out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"the JSON result (default: bench/results/{name}.json; with --smoke "
+                             f"bench/work/smoke/{name}.json)")
+
+
+def result_path(name: str, args: argparse.Namespace) -> Path:
+    """Where a run writes its JSON: ``--out``, else the smoke folder or ``bench/results/``."""
+    if args.out is not None:
+        return Path(args.out)
+    return (SMOKE_RESULTS if args.smoke else RESULTS) / f"{name}.json"
+
+
+def write_result(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON (keys in the order given) to ``path`` atomically."""
+    from rho_workflow.atomic import atomic_write_bytes
+
+    text = json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

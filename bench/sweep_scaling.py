@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sweep_scaling.py                  # scaling table + 100k-field sweep
     .venv/bin/python bench/sweep_scaling.py --large 0        # scaling only
+    .venv/bin/python bench/sweep_scaling.py --smoke          # seconds: tiny sweep, same code path
 
 The same sweep (a grid of parameter points x members, fixed seeds and micro-batches) is
 sampled three ways with the sweep runner of the pipeline (chunk tasks, parts, manifest,
@@ -17,13 +18,14 @@ of in-process; 2 workers >= 1.7x one worker.
 memory limit per worker, and reports the peak resident memory of the workers and of this
 process (the consolidation streams one part at a time), the output size and the time.
 Results: a table on stdout and ``bench/results/sweep_scaling.json`` (machine description,
-runs, ratios against the in-process baseline).
+runs, ratios against the in-process baseline). ``--smoke`` runs the same three configurations
+and the large sweep at tiny sizes (16x16 fields, 2 steps, one repeat) and writes to
+``bench/work/smoke/`` or ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -35,9 +37,11 @@ from types import SimpleNamespace
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "sweep_scaling.json"
 sys.path.insert(0, str(ROOT / "bench"))
+from common import add_output_options, result_path, write_result  # noqa: E402
 from common import machine as common_machine  # noqa: E402
+
+SAMPLER = "dpmpp_2m"  # the sampler timed (the committed figures are for it)
 
 
 def make_checkpoint(path: Path, size: int, base_channels: int, mults: list[int]) -> Path:
@@ -68,7 +72,7 @@ def sweep(points_per_axis: tuple[int, int], members: int, steps: int, batch: int
     section = SimpleNamespace(
         grid={"index": {"start": -3, "stop": -1, "num": points_per_axis[0]},
               "amplitude": {"start": 0.5, "stop": 2.0, "num": points_per_axis[1]}},
-        table=None, table_units={}, members=members, seed=1, sampler="dpmpp_2m", steps=steps,
+        table=None, table_units={}, members=members, seed=1, sampler=SAMPLER, steps=steps,
         guidance=0.0, allow_extrapolation=False, batch_size=batch, chunk_size=chunk)
     return plan_sweep(section, space)
 
@@ -159,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=100_000,
                         help="fields of the larger-than-memory sweep (0: skip)")
     parser.add_argument("--large-memory", default="1GiB", help="memory limit per worker")
+    add_output_options(parser, "sweep_scaling")
     args = parser.parse_args(argv)
+    grid, batch, chunk = (8, 6), 16, 32
+    if args.smoke:  # 6 points x 1 member in 3 chunks; a 250-field large sweep
+        args.size, args.members, args.steps, args.repeats, args.large = 16, 1, 2, 1, 200
+        grid, batch, chunk = (2, 3), 2, 2
 
     import xarray as xr
 
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rho-bench-") as tmp:
         work = Path(tmp)
         ckpt = make_checkpoint(work / "model.ckpt", args.size, 16, [1, 2, 2])
-        plan = sweep((8, 6), args.members, args.steps, batch=16, chunk=32)
+        plan = sweep(grid, args.members, args.steps, batch=batch, chunk=chunk)
         runs = best_of(args.repeats, plan, ckpt, work,
                        [("in-process", None), ("1 worker", 1), ("2 workers", 2)])
         with xr.open_dataset(runs[0]["output"]) as a, xr.open_dataset(runs[1]["output"]) as b, \
@@ -183,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             r["repeats"] = args.repeats
         results["runs"] = runs
         results["sweep"] = {"points": plan.n_points, "members": plan.members,
-                            "samples": plan.n_samples, "steps": plan.steps, "size": args.size,
+                            "samples": plan.n_samples, "sampler": SAMPLER, "steps": plan.steps,
+                            "size": args.size,
                             "micro_batch": plan.batch_size, "chunk": plan.chunk_size,
                             "bit_identical_across_runs": identical}
         results["ratios"] = {
@@ -206,17 +216,17 @@ def main(argv: list[str] | None = None) -> int:
             large.pop("output")
             results["large_sweep"] = large
     results["machine"]["load_average_after"] = list(os.getloadavg())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    results["smoke"] = args.smoke
+    path = write_result(result_path("sweep_scaling", args), results)
     print(table(results))
-    print(f"\nwritten {RESULTS}")
+    print(f"\nwritten {path}")
     return 0
 
 
 def table(results: dict) -> str:
     s = results["sweep"]
     lines = [f"best of {results['runs'][0]['repeats']} runs each; sweep: {s['samples']} fields {s['size']}x{s['size']} ({s['points']} points x "
-             f"{s['members']} members), dpmpp_2m {s['steps']} steps, micro-batch "
+             f"{s['members']} members), {s.get('sampler', 'dpmpp_2m')} {s['steps']} steps, micro-batch "
              f"{s['micro_batch']}, chunk {s['chunk']}; bit-identical: {s['bit_identical_across_runs']}",
              f"{'run':<12} {'samples/s':>10} {'vs in-proc':>11} {'sampling s':>11} {'consolidate s':>14}"]
     for r in results["runs"]:
@@ -234,8 +244,8 @@ def table(results: dict) -> str:
                      f"driver peak RSS {g['driver_peak_rss_mib']:.0f} MiB; output {g['output_mib']:.0f} MiB "
                      f"({g['uncompressed_mib']:.0f} MiB uncompressed)")
     m = results["machine"]
-    lines.append(f"machine: {m['cpus']} CPUs ({m['cpu_model']}), load average before "
-                 f"{m['load_average_1_5_15'][0]:.2f}, after {m['load_average_after'][0]:.2f}")
+    lines.append(f"machine: {m['cores']} cores ({m['cpu']}), load average before "
+                 f"{m['load_average_at_start'][0]:.2f}, after {m['load_average_after'][0]:.2f}")
     return "\n".join(lines)
 
 
