@@ -14,6 +14,9 @@ It reports throughput (MB of field data per second), the peak resident memory of
 table and writes ``bench/results/preprocess.json`` with the machine description.
 
 Usage: ``python bench/preprocess.py [--gb 2.0] [--size 1024] [--chunk-mb 64]``
+
+``--smoke`` runs the same two paths on a 1 MB sweep (16 files of 64x64 fields, 0.25 MB
+chunks) in a temporary folder, and writes to ``bench/work/smoke/`` or ``--out``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,22 +38,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine  # noqa: E402
+from common import add_output_options, machine, result_path, write_result  # noqa: E402
 
 from rho_workflow.data.config import DataConfig  # noqa: E402
 from rho_workflow.data.make_data import write_sweep  # noqa: E402
-from rho_workflow.data.netcdf import replace_path, temporary_path  # noqa: E402
 from rho_workflow.data.store import open_store, preprocess  # noqa: E402
 
 WORK = ROOT / "bench" / "work" / "preprocess"
-RESULT = ROOT / "bench" / "results" / "preprocess.json"
 FLOOR = 1e-8
 
 
-def make_sweep(gb: float, size: int, realizations: int) -> list[Path]:
+def make_sweep(work: Path, gb: float, size: int, realizations: int) -> list[Path]:
+    """The lognormal-field sweep of about ``gb`` GB under ``work`` (kept for later runs)."""
     per_file = size * size * 4 * realizations
     runs = int(np.ceil(gb * 1e9 / per_file))
-    folder = WORK / f"sweep_{size}_{realizations}_{runs}"
+    folder = work / f"sweep_{size}_{realizations}_{runs}"
     marker = folder / "complete.json"
     if not marker.exists():
         shutil.rmtree(folder, ignore_errors=True)
@@ -109,7 +112,7 @@ def baseline(files: list[Path]) -> dict:
             "log_mean": mean, "log_std": std}
 
 
-def ours(files: list[Path], chunk_mb: float, workers: int, memory_limit: str) -> dict:
+def ours(work: Path, files: list[Path], chunk_mb: float, workers: int, memory_limit: str) -> dict:
     from distributed import Client, LocalCluster
 
     config = DataConfig.from_dict({
@@ -119,7 +122,7 @@ def ours(files: list[Path], chunk_mb: float, workers: int, memory_limit: str) ->
                    "amplitude": {"source": "variable_attribute", "units": "Mparsec2"}},
         "transform": {"log": True, "floor": FLOOR},
         "split": {"validation": 0.0, "held_out": 0.0}, "chunk_mb": chunk_mb})
-    store = WORK / "store.zarr"
+    store = work / "store.zarr"
     with LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit,
                       processes=True, host="127.0.0.1", dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -149,17 +152,22 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="1GiB")
     parser.add_argument("--note", default="", help="free text recorded in the JSON")
+    add_output_options(parser, "preprocess")
     args = parser.parse_args(argv)
+    if args.smoke:  # 16 files of 4 fields of 64x64 in 4 chunks
+        args.gb, args.size, args.chunk_mb = 0.001, 64, 0.25
 
     load_before = os.getloadavg()
-    files = make_sweep(args.gb, args.size, args.realizations)
-    sweep_bytes = sum(f.stat().st_size for f in files)
-    base = baseline(files)
-    mine = ours(files, args.chunk_mb, args.workers, args.memory_limit)
+    with tempfile.TemporaryDirectory(prefix="rho-bench-preprocess-") as tmp:
+        work = Path(tmp) if args.smoke else WORK
+        files = make_sweep(work, args.gb, args.size, args.realizations)
+        sweep_bytes = sum(f.stat().st_size for f in files)
+        base = baseline(files)
+        mine = ours(work, files, args.chunk_mb, args.workers, args.memory_limit)
     load_after = os.getloadavg()
     ratio = mine["mb_per_s"] / base["mb_per_s"]
     result = {
-        "benchmark": "preprocess", "machine": machine(),
+        "benchmark": "preprocess", "machine": machine(), "smoke": args.smoke,
         "load_average_before": load_before, "load_average_after": load_after,
         "shared_cpu_note": args.note or ("other processes shared the CPU cores during this run"
                                          if load_before[0] > 0.5 else ""),
@@ -172,10 +180,7 @@ def main(argv=None) -> int:
         "stats_agree": bool(abs(mine["log_mean"] - base["log_mean"]) < 1e-6 * max(1, abs(base["log_mean"]))
                             and abs(mine["log_std"] / base["log_std"] - 1) < 1e-5),
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(RESULT)
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    replace_path(tmp, RESULT)
+    path = write_result(result_path("preprocess", args), result)
     rows = [("sweep", f"{len(files)} files, {sweep_bytes / 1e9:.2f} GB"),
             ("baseline open_mfdataset().load() + numpy",
              f"{base['seconds']:.1f} s, {base['mb_per_s']:.0f} MB/s, peak RSS "
@@ -189,7 +194,7 @@ def main(argv=None) -> int:
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"wrote {RESULT.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return 0
 
 

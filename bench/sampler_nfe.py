@@ -12,7 +12,8 @@ of true fields of the same size) and the ratio of generated to true field varian
 with the rho-Diffusion SHA-512 hash encoder, trained the same way, shows what the hash does at
 held-out values.
 
-    .venv/bin/python bench/sampler_nfe.py [--train-minutes 25] [--samples 256] [--quick]
+    .venv/bin/python bench/sampler_nfe.py [--train-minutes 25] [--samples 256]
+    .venv/bin/python bench/sampler_nfe.py --smoke [--out PATH]   # every stage in seconds
 
 On 2 cores the stages run as separate 1-thread processes, two at a time:
 
@@ -30,6 +31,10 @@ The merge prints the table and writes it beside the JSON (bench/results/sampler_
 The merge also scores each deterministic sampler with the exact denoiser of the Gaussian
 log-field (:func:`exact_denoiser_rows`): the sampler's own error, without network or
 Monte-Carlo error.
+
+``--smoke`` trains both models for 2 steps, samples 4 fields per row (10 NFE, DDPM 20 steps)
+against 256 true fields, and merges, all in a temporary folder; the JSON goes to
+``bench/work/smoke/`` or ``--out``, the table beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +50,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, table, write_result  # noqa: E402
+from common import add_output_options, machine, result_path, table, write_result  # noqa: E402
 
 from rho_workflow.api import DEFAULT_SAMPLER as API_SAMPLER  # noqa: E402
 from rho_workflow.api import DEFAULT_SPACING, RhoModel  # noqa: E402
@@ -117,19 +123,21 @@ def true_fields(point: dict, n: int, seed: int) -> np.ndarray:
     return np.stack([synthetic.generate(KIND, point, size=32, rng=rng)[0] for _ in range(n)])
 
 
-def train_model(encoder: str, fields: np.ndarray, points: list[dict], minutes: float, seed: int) -> dict:
-    """Train in chunks of steps until the wall-clock budget is spent (resuming exactly)."""
+def train_model(encoder: str, fields: np.ndarray, points: list[dict], minutes: float, seed: int,
+                work: Path, chunk: int = 200) -> dict:
+    """Train in chunks of ``chunk`` steps (at least one) until the wall-clock budget is spent
+    (resuming exactly); the checkpoint is written under ``work``."""
     spec = synthetic.field_spec(KIND, 32)
     model = RhoModel.create((32, 32), spec.param_space(), encoder=encoder, device="cpu")
-    ckpt = WORK / f"sampler_nfe_{encoder}.pt"
+    ckpt = work / f"sampler_nfe_{encoder}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     if ckpt.exists():
         ckpt.unlink()
-    chunk, total, t0, losses = 200, 0, time.perf_counter(), []
-    while time.perf_counter() - t0 < minutes * 60:
+    total, t0, losses = 0, time.perf_counter(), []
+    while total == 0 or time.perf_counter() - t0 < minutes * 60:
         total += chunk
         result = model.fit(fields, points, transform="log-standardize", steps=total, batch_size=32,
-                           lr=1e-3, warmup_steps=200, lr_decay="constant", seed=seed,
+                           lr=1e-3, warmup_steps=min(200, chunk), lr_decay="constant", seed=seed,
                            checkpoint_path=ckpt, resume=total > chunk, progress=False,
                            checkpoint_every=chunk)
         losses += result.losses
@@ -228,16 +236,27 @@ def main() -> None:
     ap.add_argument("--points", nargs="+", default=list(POINTS), choices=list(POINTS))
     ap.add_argument("--encoders", nargs="+", default=["features", "hash"], choices=["features", "hash"],
                     help="models to train in this process (train stage; one process per encoder uses both cores)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: seconds of training, few samples")
+    add_output_options(ap, "sampler_nfe")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.quick:
-        args.train_minutes, args.samples, args.per_point, args.nfe, args.ddpm_steps = 0.1, 16, 1, [10], 20
+    if not args.smoke:
+        return run(args, WORK, result_path("sampler_nfe", args))
+    if args.stage != "all":
+        ap.error("--smoke runs every stage in a temporary folder; leave out --stage")
+    args.train_minutes, args.hash_minutes, args.samples, args.per_point = 0.0, 0.0, 4, 1
+    args.nfe, args.ddpm_steps = [10], 20
+    with tempfile.TemporaryDirectory(prefix="rho-bench-sampler-nfe-") as tmp:
+        return run(args, Path(tmp), result_path("sampler_nfe", args), train_chunk=2, n_truth=256)
+
+
+def run(args: argparse.Namespace, work: Path, out: Path, train_chunk: int = 200, n_truth: int = 4096) -> None:
+    """The stage ``args.stage``, its files under ``work``; the merge writes ``out`` (and the
+    table beside it). ``n_truth`` true fields give P_true."""
     hash_minutes = args.train_minutes if args.hash_minutes is None else args.hash_minutes
     torch.manual_seed(0)
 
     if args.stage == "merge":
-        return merge()
+        return merge(work, out)
     trained = {}
     if args.stage in ("all", "train"):
         design = training_design(args.design, args.design_points)
@@ -247,22 +266,23 @@ def main() -> None:
         for encoder in args.encoders:
             minutes = args.train_minutes if encoder == "features" else hash_minutes
             print(f"training the {encoder} model for {minutes} min", flush=True)
-            trained[encoder] = train_model(encoder, fields, points, minutes, seed=0)
+            trained[encoder] = train_model(encoder, fields, points, minutes, seed=0, work=work,
+                                           chunk=train_chunk)
             info = {k: v for k, v in trained[encoder].items() if k != "model"}
             info.update(design=args.design, design_points=len(design), fields_per_point=per_point,
                         held_out_nearest_design_distance=nearest_distance(design, POINTS["held-out"]))
-            (WORK / f"sampler_nfe_training_{encoder}.json").write_text(json.dumps(info, indent=2))
+            (work / f"sampler_nfe_training_{encoder}.json").write_text(json.dumps(info, indent=2))
         if args.stage == "train":
             return
     else:
         for encoder in ("features", "hash"):
-            trained[encoder] = {"model": RhoModel.load(WORK / f"sampler_nfe_{encoder}.pt", device="cpu")}
+            trained[encoder] = {"model": RhoModel.load(work / f"sampler_nfe_{encoder}.pt", device="cpu")}
 
     box = synthetic.BOX_SIZE_MPC
     truth, floors = {}, {}
     for label in args.points:
         point = POINTS[label]
-        _, p_true, _ = power_spectrum(true_fields(point, 4096, seed=10_000), box, ndim=2)
+        _, p_true, _ = power_spectrum(true_fields(point, n_truth, seed=10_000), box, ndim=2)
         indep = true_fields(point, args.samples, seed=20_000)
         indep_b = true_fields(point, args.samples, seed=30_000)
         _, p_a, _ = power_spectrum(indep, box, ndim=2)
@@ -292,8 +312,8 @@ def main() -> None:
         sampler, spacing = args.spread_sampler.split(":")
         spread = [evaluate("features", sampler, 25, label, spacing, seed=seed)
                   for label in args.points for seed in args.spread_seeds]
-        (WORK / f"sampler_nfe_spread_{'_'.join(args.points)}_{sampler}_{spacing}.json").write_text(json.dumps(spread, indent=2))
-        return merge()
+        (work / f"sampler_nfe_spread_{'_'.join(args.points)}_{sampler}_{spacing}.json").write_text(json.dumps(spread, indent=2))
+        return merge(work, out)
     for label in args.points:
         if not args.samplers_only:
             rows.append(evaluate("features", "ddpm", args.ddpm_steps, label, "discrete"))
@@ -304,20 +324,21 @@ def main() -> None:
                 rows.append(evaluate("features", sampler, steps, label, spacing))
     for label in args.points if not args.samplers_only else ():
         rows.append(evaluate("hash", "dpmpp_2m", 25, label, "log-snr"))
-    part = {"machine": machine(), "args": vars(args), "noise_floor": floors, "rows": rows}
+    part = {"machine": machine(), "args": {**vars(args), "out": str(out)}, "noise_floor": floors, "rows": rows}
     suffix = "_" + "_".join(spec.split(":")[0] for spec in args.samplers) if args.samplers_only else ""
-    (WORK / f"sampler_nfe_rows_{'_'.join(args.points)}{suffix}.json").write_text(json.dumps(part, indent=2, default=float))
-    merge()
+    (work / f"sampler_nfe_rows_{'_'.join(args.points)}{suffix}.json").write_text(json.dumps(part, indent=2, default=float))
+    merge(work, out)
 
 
-def merge() -> None:
-    """Combine the per-point row files into bench/results/sampler_nfe.json with the goals."""
-    parts = [json.loads(p.read_text()) for p in sorted(WORK.glob("sampler_nfe_rows_*.json"))]
+def merge(work: Path, out: Path) -> None:
+    """Combine the per-point row files under ``work`` into ``out`` (by default
+    bench/results/sampler_nfe.json) with the goals, and the printed table beside it (.txt)."""
+    parts = [json.loads(p.read_text()) for p in sorted(work.glob("sampler_nfe_rows_*.json"))]
     rows = [r for part in parts for r in part["rows"]]
     floors = {k: v for part in parts for k, v in part["noise_floor"].items()}
     training = {p.stem.rsplit("_", 1)[1]: json.loads(p.read_text())
-                for p in sorted(WORK.glob("sampler_nfe_training_*.json"))}
-    spread_rows = [r for p in sorted(WORK.glob("sampler_nfe_spread_*.json")) for r in json.loads(p.read_text())]
+                for p in sorted(work.glob("sampler_nfe_training_*.json"))}
+    spread_rows = [r for p in sorted(work.glob("sampler_nfe_spread_*.json")) for r in json.loads(p.read_text())]
     spread = {}  # "point sampler spacing" -> the 25-NFE figure over all seeds measured
     for key in sorted({(r["point"], r["sampler"], r["spacing"]) for r in spread_rows}):
         errs = [r["error_pct"] for r in rows + spread_rows if r["encoder"] == "features"
@@ -347,7 +368,7 @@ def merge() -> None:
             per_point["held_out_over_train"] = ratio
             per_point["held_out_no_worse_than_1.5x"] = ratio <= 1.5
         goals[f"{sampler} {spacing} at 25 NFE"] = per_point
-    checkpoint = WORK / "sampler_nfe_features.pt"
+    checkpoint = work / "sampler_nfe_features.pt"
     exact = []
     if checkpoint.exists():
         affine = RhoModel.load(checkpoint, device="cpu").transform.to_dict()["steps"][-1]
@@ -369,15 +390,17 @@ def merge() -> None:
     report.append("\ngoals: " + json.dumps(goals, indent=1))
     text = "\n".join(report) + "\n"
     print(text, end="")
-    path = write_result("sampler_nfe", {
+    path = write_result(out, {
         "benchmark": "sampler_nfe", "machine": parts[0]["machine"] if parts else machine(),
+        "smoke": any(part["args"].get("smoke", False) for part in parts),
         "args": [part["args"] for part in parts], "training": training,
         "noise_floor": floors, "rows": rows, "goals": goals, "prior_recipe": PRIOR_RECIPE,
         "four_octaves_run": FOUR_OCTAVES_RUN, "seed_spread_25_nfe": spread,
         "exact_denoiser": exact,
     })
-    (RESULTS / "sampler_nfe.txt").write_text(text)
-    print(f"wrote {path} and {RESULTS / 'sampler_nfe.txt'}")
+    text_path = path.with_suffix(".txt")
+    text_path.write_text(text)
+    print(f"wrote {path} and {text_path}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ one field, the figure behind the "3D field in seconds on a CPU" goal. On a GPU t
 is also run with bf16 autocast, channels_last and torch.compile, each as a ratio to fp32
 eager in the same process.
 
-    .venv/bin/python bench/train_throughput.py [--quick]
+    .venv/bin/python bench/train_throughput.py [--quick | --smoke] [--out PATH]
+
+``--quick`` times 3 steps of the full-size models; ``--smoke`` runs the same path on 16^2 and
+16^3 models, 2 timed steps (seconds), and writes to ``bench/work/smoke/`` or ``--out``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table, write_result  # noqa: E402
+from common import add_output_options, machine, result_path, table, write_result  # noqa: E402
 
 from rho_workflow.api import RhoModel, default_network  # noqa: E402
 from rho_workflow.params import Parameter, ParamSpace  # noqa: E402
@@ -39,8 +42,8 @@ def time_training(model: RhoModel, batch: int, steps: int, device: str, **opts) 
 
 
 def time_sampling(model: RhoModel, steps: int = 25) -> tuple[float, float]:
-    """(seconds per network evaluation at batch 1, seconds per 25-step sample)."""
-    model.sample({"index": -2.0, "amplitude": 1.0}, n=1, steps=2)
+    """(seconds per network evaluation at batch 1, seconds per ``steps``-step sample)."""
+    model.sample({"index": -2.0, "amplitude": 1.0}, n=1, steps=2, sampler="dpmpp_2m")
     t0 = time.perf_counter()
     model.sample({"index": -2.0, "amplitude": 1.0}, n=1, steps=steps, sampler="dpmpp_2m")
     per_sample = time.perf_counter() - t0
@@ -49,11 +52,14 @@ def time_sampling(model: RhoModel, steps: int = 25) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="3 timed steps of the full-size models")
+    add_output_options(ap, "train_throughput")
     args = ap.parse_args()
-    steps = 3 if args.quick else 20
+    steps = 3 if args.quick else 2 if args.smoke else 20
     rows = []
     cpu_configs = [("2D 32x32", (32, 32), 32), ("3D 32^3", (32, 32, 32), 4)]
+    if args.smoke:
+        cpu_configs = [("2D 16x16", (16, 16), 4), ("3D 16^3", (16, 16, 16), 2)]
     for name, shape, batch in cpu_configs:
         model = RhoModel.create(shape, SPACE, network=default_network(shape), device="cpu")
         sps = time_training(model, batch, steps, "cpu")
@@ -75,12 +81,11 @@ def main() -> None:
     cols = ["config", "device", "variant", "params_M", "batch", "train_samples_per_s", "ratio",
             "nfe_seconds_b1", "sample_25nfe_seconds"]
     print(table(rows, cols))
-    path = write_result("train_throughput", {"benchmark": "train_throughput", "machine": machine(),
-                                             "steps_timed": steps, "rows": rows,
-                                             "reference": {"rho_diffusion_UNetv2_2D_samples_per_s": 67,
-                                                           "rho_diffusion_3D_samples_per_s": 0.2,
-                                                           "note": "figures of the reference implementation "
-                                                                   "on this machine kind, from issue #2"}})
+    reference = {"rho_diffusion_UNetv2_2D_samples_per_s": 67, "rho_diffusion_3D_samples_per_s": 0.2,
+                 "note": "figures of the reference implementation on this machine kind, from issue #2"}
+    path = write_result(result_path("train_throughput", args),
+                        {"benchmark": "train_throughput", "machine": machine(), "smoke": args.smoke,
+                         "steps_timed": steps, "rows": rows, "reference": reference})
     print(f"wrote {path}")
 
 
