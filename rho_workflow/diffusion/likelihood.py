@@ -236,16 +236,8 @@ def variational_bound(denoiser: Denoise, schedule: NoiseSchedule, x0: torch.Tens
     d = w.expand_as(x0).flatten(1).sum(1)
     sig = [float(v) for v in schedule.sigmas]
     steps = _chosen_steps(schedule.T, t_samples, step_generator)
-    kl = torch.zeros(n_noise, x0.shape[0], len(steps), dtype=torch.float64, device=x0.device)
-    for j, t in enumerate(steps):
-        noise = _draws(generator, x0, n_noise)
-        for k in range(n_noise):
-            err2 = _denoise_error(denoiser, x0, cond, w, sig[t - 1], noise[k])
-            kl[k, :, j] = _step_kl(err2, d, sig[t - 1], sig[t - 2], variance)
-    noise = _draws(generator, x0, n_noise)
-    v_dec = sig[0] ** 2 / (1.0 + sig[0] ** 2)  # beta_1
-    dec = torch.stack([0.5 * _denoise_error(denoiser, x0, cond, w, sig[0], noise[k]) / v_dec
-                       + 0.5 * d * math.log(2 * math.pi * v_dec) for k in range(n_noise)])
+    kl = _kl_terms(denoiser, x0, cond, w, d, sig, steps, generator, n_noise, variance)
+    dec, v_dec = _decoder_nll(denoiser, x0, cond, w, d, sig[0], _draws(generator, x0, n_noise))
     prior = _prior_kl(x0, w, d, sig[-1])
     scale = (schedule.T - 1) / len(steps) if t_samples else 1.0
     total = -(prior + dec + scale * kl.sum(2))  # (n_noise, B)
@@ -257,6 +249,27 @@ def variational_bound(denoiser: Denoise, schedule: NoiseSchedule, x0: torch.Tens
                              "t_samples": t_samples, "decoder_variance": v_dec},
         prior=prior.cpu().numpy(), decoder=dec.mean(0).cpu().numpy(),
         steps=np.asarray(steps), kl=kl.mean(0).cpu().numpy())
+
+
+def _kl_terms(denoiser: Denoise, x0: torch.Tensor, cond: torch.Tensor | None, w: torch.Tensor, d: torch.Tensor,
+              sig: list[float], steps: list[int], generator: Any, n_noise: int, variance: str) -> torch.Tensor:
+    """``L_{t-1}`` at each step ``t`` of ``steps`` for each noise draw, shape ``(n_noise, B, S)``."""
+    kl = torch.zeros(n_noise, x0.shape[0], len(steps), dtype=torch.float64, device=x0.device)
+    for j, t in enumerate(steps):
+        noise = _draws(generator, x0, n_noise)
+        for k in range(n_noise):
+            err2 = _denoise_error(denoiser, x0, cond, w, sig[t - 1], noise[k])
+            kl[k, :, j] = _step_kl(err2, d, sig[t - 1], sig[t - 2], variance)
+    return kl
+
+
+def _decoder_nll(denoiser: Denoise, x0: torch.Tensor, cond: torch.Tensor | None, w: torch.Tensor,
+                 d: torch.Tensor, sigma_1: float, noise: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``L_0 = -log N(x0; D(x_1), beta_1 I)`` per draw ``(n_noise, B)``, and ``beta_1 = sigma_1^2/(1 + sigma_1^2)``."""
+    v_dec = sigma_1 ** 2 / (1.0 + sigma_1 ** 2)
+    dec = torch.stack([0.5 * _denoise_error(denoiser, x0, cond, w, sigma_1, n) / v_dec
+                       + 0.5 * d * math.log(2 * math.pi * v_dec) for n in noise])
+    return dec, v_dec
 
 
 def _chosen_steps(T: int, t_samples: int | None, step_generator: torch.Generator | None) -> list[int]:
