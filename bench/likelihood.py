@@ -60,6 +60,11 @@ SMOKE = {"roll_train": 2000, "roll_test": 64, "roll_steps": 30, "roll_T": 20, "b
          "grf_T": 20}
 
 
+def log(message: str) -> None:
+    """Progress on stderr (the table goes to stdout at the end)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def bits(nats: np.ndarray) -> tuple[float, float]:
     """Mean and its standard error, nats -> bits."""
     v = np.asarray(nats, dtype=np.float64) / LN2
@@ -166,12 +171,15 @@ def swiss_roll(cfg: dict) -> dict:
     train_z = (roll_raw(cfg["roll_train"], rng) - mean) / std
     test_z = (roll_raw(cfg["roll_test"], rng) - mean) / std
     x, xt = torch.from_numpy(train_z), torch.from_numpy(test_z)
+    log("swiss roll: training the diffusion model")
     denoiser, train_s = train_point_denoiser(x, cfg["roll_steps"], 512)
+    log(f"swiss roll: trained in {train_s:.0f} s; bound and ODE")
     schedule = make_schedule("cosine", T=cfg["roll_T"])
     null = null_log_prob(xt)
     bound = log_prob(denoiser, schedule, xt, method="bound", generator=BatchGenerator(range(len(xt))))
     ode = [log_prob(denoiser, schedule, xt[lo:lo + 500], method="ode") for lo in range(0, len(xt), 500)]
     ode_values = np.concatenate([r.values for r in ode])
+    log("swiss roll: training the flow")
     flow_row, flow_s = flow_baseline(x, xt, cfg["roll_steps"])
     truth = roll_true_log_density(test_z, mean, std)
     rows = [{"model": "truth (generator density, quadrature)", **_ms(truth)},
@@ -209,6 +217,7 @@ def heartbeats(n: int, g: torch.Generator, length: int = 20, period: int = 5) ->
 
 
 def heartbeat(cfg: dict) -> dict:
+    log("heartbeat: training")
     torch.manual_seed(0)
     T = cfg["beat_T"]
     net = FlipRateNet(20, T, hidden=50, depth=3)
@@ -301,7 +310,9 @@ def grf_row(model, point: dict, label: str, cfg: dict, rng: np.random.Generator)
 
 
 def random_fields(cfg: dict) -> dict:
+    log("random fields: training the conditional RhoModel")
     model, points, train_s = train_grf_model(cfg)
+    log(f"random fields: trained in {train_s:.0f} s; ODE and bound at two points")
     held_out = {"index": -2.05, "amplitude": 1.3}
     nearest = min(math.hypot((p["index"] - held_out["index"]) / 2, (p["amplitude"] - held_out["amplitude"]) / 1.5)
                   for p in points)

@@ -127,6 +127,18 @@ def _solve(rhs: Callable, y0: np.ndarray, lam_span: tuple[float, float], rtol: f
     return sol
 
 
+def _values(y1: np.ndarray, shape: torch.Size, w: torch.Tensor, d: int, n_acc: int,
+            sigma_max: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """``log N(x(sigma_max); 0, (1 + sigma_max^2) I) + int div f`` per sample, and the standard error over probes."""
+    n_x = int(np.prod(shape))
+    x_end = torch.from_numpy(y1[:n_x].reshape(shape))
+    var = 1.0 + sigma_max ** 2
+    log_prior = (-0.5 * (x_end ** 2 * w).flatten(1).sum(1) / var - 0.5 * d * math.log(2 * math.pi * var)).numpy()
+    acc = y1[n_x:].reshape(shape[0], n_acc)
+    stderr = acc.std(1, ddof=1) / math.sqrt(n_acc) if n_acc >= 2 else None
+    return log_prior + acc.mean(1), stderr
+
+
 def ode_log_prob(denoiser: Denoise, schedule: NoiseSchedule, x: torch.Tensor, cond: torch.Tensor | None = None, *,
                  sigma_min: float = 1e-4, sigma_max: float | None = None, rtol: float = 1e-5,
                  atol: float = 1e-5, solver: str = "RK45", divergence: str = "auto", n_probes: int = 1,
@@ -179,15 +191,7 @@ def ode_log_prob(denoiser: Denoise, schedule: NoiseSchedule, x: torch.Tensor, co
     rhs = _rhs_factory(denoiser, tuple(x.shape), cond, w, probes, device, max_nfe, counter, reached)
     y0 = np.concatenate([(x * w).cpu().numpy().ravel(), np.zeros(x.shape[0] * n_acc)])
     sol = _solve(rhs, y0, (math.log(sigma_min), math.log(sigma_max)), rtol, atol, solver, counter, reached, max_nfe)
-    y1 = sol.y[:, -1]
-    n_x = x.numel()
-    x_end = torch.from_numpy(y1[:n_x].reshape(x.shape))
-    var = 1.0 + sigma_max ** 2
-    log_prior = (-0.5 * (x_end ** 2 * w.cpu()).flatten(1).sum(1) / var
-                 - 0.5 * d * math.log(2 * math.pi * var)).numpy()
-    acc = y1[n_x:].reshape(x.shape[0], n_acc)
-    values = log_prior + acc.mean(1)
-    stderr = None if exact or n_acc < 2 else acc.std(1, ddof=1) / math.sqrt(n_acc)
+    values, stderr = _values(sol.y[:, -1], x.shape, w.cpu(), d, n_acc, sigma_max)
     return LogProb(method="ode-exact" if exact else "ode-hutchinson", values=values, stderr=stderr,
                    nfe=counter[0], wall_s=time.perf_counter() - start, dim=d,
                    info={"rtol": rtol, "atol": atol, "solver": solver, "sigma_min": sigma_min,
