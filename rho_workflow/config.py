@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from rho_workflow.atomic import fingerprint as config_fingerprint
+
 from rho_workflow.training.trainer import TrainConfig
 from rho_workflow.workflow.cluster import ClusterKind, cluster_from_config
 from rho_workflow.workflow.schema import ConfigError, check_value, build_section, opt
@@ -319,12 +321,6 @@ class PipelineConfig:
         resolved = self.to_dict()
         chosen = {k: resolved[k] for k in (sections or tuple(resolved))}
         return config_fingerprint(chosen)
-
-
-def config_fingerprint(obj: Any) -> str:
-    """Hex SHA-256 of ``obj`` serialized as canonical JSON (sorted keys)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_pipeline(path: str | os.PathLike, cluster: Mapping[str, Any] | None = None) -> PipelineConfig:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from rho_workflow.config import PipelineConfig, load_pipeline
-from rho_workflow.workflow.atomic import atomic_write_json
+from rho_workflow.atomic import atomic_write_json
 
 __all__ = ["Pipeline", "run_pipeline", "STAGES", "PipelineError"]
 
@@ -307,7 +307,7 @@ class Pipeline:
         ckpt = self.out.checkpoint_path
         if not ckpt.is_file():
             raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
-        from rho_workflow.training.checkpoint import file_sha256
+        from rho_workflow.atomic import file_sha256
         from rho_workflow.workflow.sampling import sweep_fingerprint
 
         plan = self._sweep_plan()
@@ -331,7 +331,7 @@ class Pipeline:
     def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Generated vs held-out simulated fields at the held-out parameter points."""
         from rho_workflow.data.store import open_store
-        from rho_workflow.training.checkpoint import file_sha256
+        from rho_workflow.atomic import file_sha256
         from rho_workflow.workflow.evaluation import (evaluate_sweep, evaluation_plan,
                                                       reference_points)
         from rho_workflow.workflow.output import provenance_attrs

@@ -1,57 +1,19 @@
-"""Writing CF-1.8 netCDF files atomically (temporary file + ``os.replace``).
-
-A reader never sees a half-written file: :func:`write_netcdf` writes next to the target
-under a hidden temporary name and renames it into place only when the write succeeded.
-"""
+"""Writing CF-1.8 netCDF files atomically (:func:`rho_workflow.atomic.atomic_path`)."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
 import xarray as xr
 
-from rho_workflow import __version__ as _version
+from rho_workflow.atomic import atomic_path
+from rho_workflow.provenance import history_line
 
-__all__ = ["CONVENTIONS", "write_netcdf", "history_line", "temporary_path", "replace_path"]
+__all__ = ["CONVENTIONS", "write_netcdf"]
 
 CONVENTIONS = "CF-1.8"
-
-
-def history_line(action: str) -> str:
-    """One CF ``history`` entry: ISO timestamp, program and action."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{stamp} rho_workflow {_version}: {action}"
-
-
-def temporary_path(target: str | os.PathLike) -> Path:
-    """A hidden sibling of ``target`` to write into before :func:`replace_path`."""
-    target = Path(target)
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def replace_path(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Move ``tmp`` onto ``target`` atomically (directories: the old one is moved aside first)."""
-    tmp, target = Path(tmp), Path(target)
-    if tmp.is_dir() and target.exists():
-        old = temporary_path(target)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        _remove(old)
-    else:
-        os.replace(tmp, target)
-
-
-def _remove(path: Path) -> None:
-    import shutil
-
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
 
 
 def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *,
@@ -76,11 +38,6 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *,
     if history:
         previous = ds.attrs.get("history", "")
         ds.attrs["history"] = (previous + "\n" if previous else "") + history_line(history)
-    tmp = temporary_path(path)
-    try:
+    with atomic_path(path, suffix=".nc") as tmp:
         ds.to_netcdf(tmp, format="NETCDF4", engine="netcdf4", encoding=dict(encoding or {}))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,20 +32,21 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from rho_workflow import __version__
+from rho_workflow.atomic import atomic_dir
 from rho_workflow.data.config import DataConfig
 from rho_workflow.data.ingest import SAMPLE_DIM, SweepPlan, build_fields, plan_sweep
-from rho_workflow.data.netcdf import CONVENTIONS, history_line, replace_path, temporary_path
+from rho_workflow.data.netcdf import CONVENTIONS
+from rho_workflow.data.training_store import SPLITS, TrainingStore, open_store
 from rho_workflow.data.transforms import (Affine, Chain, Log, MinMax, PerChannel, Transform,
                                           transform_from_dict)
 from rho_workflow.data.validate import (DataValidationError, Problem, block_summary,
                                         combine_stats, judge_summaries)
 from rho_workflow.params import Parameter, ParamSpace
+from rho_workflow.provenance import history_line, provenance_record
 
 __all__ = ["StoreInfo", "TrainingStore", "preprocess", "open_store", "assign_split",
            "build_transform", "build_param_space", "SPLITS", "STORE_VERSION"]
 
-SPLITS = ("train", "validation", "held_out")
 STORE_VERSION = 1
 
 
@@ -218,13 +217,6 @@ def _compute(client: Any, progress: bool, *collections: Any) -> tuple:
     return dask.compute(*collections)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
-
-
 def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = None,
                progress: bool = True) -> StoreInfo:
     """Validate a sweep and write its training store with one Dask graph.
@@ -255,18 +247,8 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     fields = build_fields(plan)
     out = _output_dataset(plan, fields, split)
     log_channels = [config.variables.index(v) for v in config.transform.log]
-    reference = da.isnan(fields[0]) if config.missing == "fixed-mask" else None
-    ref_delayed = reference.to_delayed().ravel()[0] if reference is not None else None
-    train = split == 0
-    offsets = np.cumsum((0,) + fields.chunks[0])
-    summaries = [
-        dask.delayed(block_summary, pure=True)(block, train[offsets[i]:offsets[i + 1]],
-                                               ref_delayed, log_channels, config.transform.floor)
-        for i, block in enumerate(fields.to_delayed().ravel())
-    ]
-    tmp = temporary_path(store_path)
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    summaries, ref_delayed = _check_graph(plan, fields, split, log_channels)
+    with atomic_dir(store_path) as tmp:
         if fmt == "zarr":
             write = out.to_zarr(tmp, mode="w", compute=False, consolidated=False,
                                 zarr_format=2, encoding=_no_fill(out))
@@ -276,24 +258,11 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
         _, summaries_done, reference_done = _compute(client, progress, write, summaries,
                                                      ref_delayed)
         timings["compute"] = time.perf_counter() - start - timings["plan"] - timings["graph"]
-        problems = judge_summaries(summaries_done, plan.sample_files, plan.sample_labels,
-                                   config.variables, config.missing, config.allow_duplicates)
-        if problems:
-            raise DataValidationError(problems)
-        stats = [combine_stats([s["stats"][c] for s in summaries_done])
-                 for c in range(len(config.variables))]
-        empty = [v for v, s in zip(config.variables, stats) if s["count"] == 0]
-        if empty:
-            raise DataValidationError([Problem(str(config.files), v, 0, "the training split "
-                                               "must hold valid values", "check the mask and "
-                                               "the split fractions") for v in empty])
+        stats = _judge(plan, summaries_done)
         transform = build_transform(stats, log_channels, config.transform.floor,
                                     config.transform.normalize)
         param_space = build_param_space(plan)
         _finish(tmp, fmt, plan, transform, param_space, stats, reference_done, split)
-        replace_path(tmp, store_path)
-    finally:
-        _remove(tmp)
     counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
     seconds = time.perf_counter() - start
     nbytes = fields.nbytes
@@ -304,6 +273,40 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     return StoreInfo(store_path, fmt, plan.n_samples, config.variables, plan.grid.dims,
                      plan.grid.shape, param_space, transform, counts, nbytes, seconds,
                      timings)
+
+
+def _check_graph(plan: SweepPlan, fields: da.Array, split: np.ndarray,
+                 log_channels: Sequence[int]) -> tuple[list, Any]:
+    """Lazy per-block statistics and checks, from the same chunks the store is written from."""
+    config = plan.config
+    reference = da.isnan(fields[0]) if config.missing == "fixed-mask" else None
+    ref_delayed = reference.to_delayed().ravel()[0] if reference is not None else None
+    train = split == 0
+    offsets = np.cumsum((0,) + fields.chunks[0])
+    summaries = [
+        dask.delayed(block_summary, pure=True)(block, train[offsets[i]:offsets[i + 1]],
+                                               ref_delayed, log_channels, config.transform.floor)
+        for i, block in enumerate(fields.to_delayed().ravel())
+    ]
+    return summaries, ref_delayed
+
+
+def _judge(plan: SweepPlan, summaries: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """Every value problem of the computed summaries (raised together), else the combined
+    statistics of each channel over the training split."""
+    config = plan.config
+    problems = judge_summaries(summaries, plan.sample_files, plan.sample_labels,
+                               config.variables, config.missing, config.allow_duplicates)
+    if problems:
+        raise DataValidationError(problems)
+    stats = [combine_stats([s["stats"][c] for s in summaries])
+             for c in range(len(config.variables))]
+    empty = [v for v, s in zip(config.variables, stats) if s["count"] == 0]
+    if empty:
+        raise DataValidationError([Problem(str(config.files), v, 0, "the training split "
+                                           "must hold valid values", "check the mask and "
+                                           "the split fractions") for v in empty])
+    return stats
 
 
 def _finish(tmp: Path, fmt: str, plan: SweepPlan, transform: Transform, param_space: ParamSpace,
@@ -325,13 +328,10 @@ def _finish(tmp: Path, fmt: str, plan: SweepPlan, transform: Transform, param_sp
         "rho_stats": json.dumps(stats),
         "rho_missing": config.missing,
         "rho_config": json.dumps(config.to_dict()),
-        "rho_provenance": json.dumps({
-            "rho_workflow": __version__, "python": platform.python_version(),
-            "numpy": np.__version__, "xarray": xr.__version__, "dask": dask.__version__,
-            "host": platform.node(), "n_files": len(plan.files), "n_samples": plan.n_samples,
-            "split_counts": {n: int((split == i).sum()) for i, n in enumerate(SPLITS)},
-            "created": history_line("created").split(" ")[0],
-        }),
+        "rho_provenance": json.dumps(provenance_record(
+            xarray=xr.__version__, dask=dask.__version__, n_files=len(plan.files),
+            n_samples=plan.n_samples,
+            split_counts={n: int((split == i).sum()) for i, n in enumerate(SPLITS)})),
     }
     extra = xr.Dataset(attrs=attrs)
     if reference is not None:
@@ -352,153 +352,3 @@ def _finish(tmp: Path, fmt: str, plan: SweepPlan, transform: Transform, param_sp
     else:
         extra.to_netcdf(tmp, mode="a", engine="netcdf4")
 
-
-# --------------------------------------------------------------------------------------
-# reading
-# --------------------------------------------------------------------------------------
-
-def open_store(path: str | os.PathLike) -> "TrainingStore":
-    """Open a store written by :func:`preprocess` (lazily; values are read on demand)."""
-    return TrainingStore(path)
-
-
-class TrainingStore:
-    """Read access to a training store: fields, parameters, transform, grid, mask, splits."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"training store {self.path} does not exist; run the "
-                                    "preprocess stage first")
-        # parameters stay numbers (a time parameter has units "days since ...")
-        decode = {"decode_times": False, "decode_timedelta": False}
-        if self.path.is_dir():
-            self.dataset = xr.open_zarr(self.path, consolidated=True, **decode)
-        else:
-            self.dataset = xr.open_dataset(self.path, engine="netcdf4", chunks={}, **decode)
-        attrs = self.dataset.attrs
-        if "rho_store_version" not in attrs:
-            raise ValueError(f"{self.path} is not a rho_workflow training store (attribute "
-                             "rho_store_version missing); write it with preprocess")
-        self.variables: list[str] = json.loads(attrs["rho_variables"])
-        self.spatial_dims: list[str] = json.loads(attrs["rho_spatial_dims"])
-        self.field_attrs: dict[str, dict[str, str]] = json.loads(attrs["rho_field_attrs"])
-        self.transform: Transform = transform_from_dict(json.loads(attrs["rho_transform"]))
-        self.param_space = ParamSpace.from_dict(json.loads(attrs["rho_param_space"]))
-        self.stats: list[dict[str, float]] = json.loads(attrs["rho_stats"])
-        self.config: dict[str, Any] = json.loads(attrs["rho_config"])
-        self.provenance: dict[str, Any] = json.loads(attrs["rho_provenance"])
-        self._split = np.asarray(self.dataset["split"].values)
-        #: ``(C, *spatial)`` True where each channel is defined (None: no fixed mask)
-        self.channel_mask: np.ndarray | None = None
-        #: ``spatial`` True where every channel is defined -- the mask of the loss
-        self.mask: np.ndarray | None = None
-        if "valid_mask" in self.dataset:
-            self.channel_mask = np.asarray(self.dataset["valid_mask"].values).astype(bool)
-            self.mask = self.channel_mask.all(axis=0)
-
-    # -- shape and labels ------------------------------------------------------------------
-    @property
-    def n_samples(self) -> int:
-        return int(self.dataset.sizes[SAMPLE_DIM])
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Spatial shape of one field."""
-        return tuple(int(self.dataset.sizes[d]) for d in self.spatial_dims)
-
-    @property
-    def coords(self) -> dict[str, tuple[np.ndarray, str]]:
-        """``dim -> (values, units)`` of every spatial dim."""
-        return {d: (np.asarray(self.dataset[d].values), str(self.dataset[d].attrs.get("units", "1")))
-                for d in self.spatial_dims}
-
-    def split_indices(self, split: str | None = "train") -> np.ndarray:
-        """Sample indices of one split (``train``, ``validation``, ``held_out``) or all."""
-        if split is None or split == "all":
-            return np.arange(self.n_samples)
-        if split not in SPLITS:
-            raise ValueError(f"split {split!r} is not one of {SPLITS + ('all',)}")
-        return np.flatnonzero(self._split == SPLITS.index(split))
-
-    def points(self, split: str | None = "train",
-               indices: np.ndarray | None = None) -> list[dict[str, Any]]:
-        """Parameter dicts (canonical units) of the samples of a split, or of ``indices``."""
-        idx = self.split_indices(split) if indices is None else np.asarray(indices)
-        columns = {p.name: np.asarray(self.dataset[p.name].values)[idx]
-                   for p in self.param_space.params}
-        out = []
-        for i in range(len(idx)):
-            point = {}
-            for p in self.param_space.params:
-                v = columns[p.name][i]
-                v = v.item() if isinstance(v, np.generic) else v
-                if p.kind == "categorical" and isinstance(v, str):
-                    v = next((c for c in p.values if str(c) == v), v)
-                point[p.name] = v
-            out.append(point)
-        return out
-
-    # -- values ----------------------------------------------------------------------------
-    def fields(self, split: str | None = None) -> da.Array:
-        """Lazy ``(N, C, *spatial)`` float32 fields in physical (canonical) units."""
-        arrays = [self.dataset[v].data for v in self.variables]
-        stacked = da.stack(arrays, axis=1)
-        if split is None or split == "all":
-            return stacked
-        return stacked[self.split_indices(split)]
-
-    def normalize(self, physical: np.ndarray) -> np.ndarray:
-        """Transform ``(N, C, *spatial)`` physical values; masked points become 0 (float32)."""
-        y = self.transform.forward(np.asarray(physical, dtype=np.float64))
-        if self.channel_mask is not None:
-            y = np.where(self.channel_mask[None], y, 0.0)
-        return np.nan_to_num(y, nan=0.0).astype(np.float32) if self.mask is not None \
-            else y.astype(np.float32)
-
-    def denormalize(self, normalized: np.ndarray) -> np.ndarray:
-        """Inverse transform to physical units (float64); NaN restored at masked points."""
-        x = self.transform.inverse(np.asarray(normalized, dtype=np.float64))
-        if self.channel_mask is not None:
-            x = np.where(self.channel_mask[None], x, np.nan)
-        return x
-
-    def to_numpy(self, split: str | None = "train", max_bytes: int = 2 ** 31
-                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """All fields of a split, normalized, as float32 ``(N, C, *spatial)``, with points.
-
-        For small stores; stream large ones with
-        :class:`rho_workflow.training.dataset.StoreDataset`.
-        """
-        idx = self.split_indices(split)
-        nbytes = 4 * len(idx) * len(self.variables) * int(np.prod(self.shape))
-        if nbytes > max_bytes:
-            raise MemoryError(f"split {split!r} of {self.path} holds {nbytes / 2**30:.2f} GiB, "
-                              f"more than max_bytes={max_bytes / 2**30:.2f} GiB; stream it with "
-                              "rho_workflow.training.dataset.StoreDataset instead")
-        physical = self.fields()[idx].compute(scheduler="threads") if len(idx) else \
-            np.zeros((0, len(self.variables)) + self.shape, np.float32)
-        return self.normalize(physical), self.points(indices=idx)
-
-    def metadata(self) -> dict[str, Any]:
-        """JSON-able description for checkpoints and output datasets."""
-        return {
-            "variables": [{"name": v, **self.field_attrs.get(v, {})} for v in self.variables],
-            "spatial_dims": list(self.spatial_dims),
-            "coords": {d: {"values": vals.tolist(), "units": u}
-                       for d, (vals, u) in self.coords.items()},
-            "transform": self.transform.to_dict(),
-            "param_space": self.param_space.to_dict(),
-            "mask": None if self.mask is None else self.mask.astype(int).tolist(),
-            "store": str(self.path),
-            "provenance": self.provenance,
-        }
-
-    def close(self) -> None:
-        self.dataset.close()
-
-    def __enter__(self) -> "TrainingStore":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()

@@ -1,15 +1,14 @@
 """Evaluation figures: power spectra, value histograms and galleries of fields.
 
 Figures are drawn on matplotlib's Agg canvas (no display, no pyplot global state) and written
-atomically: to a temporary file in the target folder, then moved over the target with
-``os.replace``, so an interrupted run never leaves a truncated PNG.
+atomically (:func:`rho_workflow.atomic.atomic_path`), so an interrupted run never leaves a
+truncated PNG.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -19,23 +18,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from rho_workflow.atomic import atomic_path
+
 __all__ = ["plot_spectra", "plot_value_histograms", "plot_field_gallery", "save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically (temporary file + os.replace)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``fig`` as a PNG at ``path`` atomically."""
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
 
 
 def _units_label(units: str | None) -> str:

@@ -10,37 +10,24 @@ cannot execute code. Files are written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from rho_workflow.atomic import atomic_path, file_sha256
+from rho_workflow.errors import RhoWorkflowError
+from rho_workflow.provenance import versions
 
 __all__ = ["save_checkpoint", "load_checkpoint", "file_sha256", "versions", "CheckpointError"]
 
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RhoWorkflowError, RuntimeError):
     """A checkpoint file is missing, truncated, or not a rho_workflow checkpoint."""
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that shape a checkpoint's numbers."""
-    import numpy
-
-    from rho_workflow import __version__
-
-    return {
-        "rho_workflow": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def save_checkpoint(path: str | os.PathLike, *, model_state: dict[str, torch.Tensor],
@@ -58,14 +45,8 @@ def save_checkpoint(path: str | os.PathLike, *, model_state: dict[str, torch.Ten
         "optimizer_state": optimizer_state,
         "trainer_state": trainer_state,
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".ckpt") as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -78,8 +59,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle with objects, ...
         raise CheckpointError(
-            f"checkpoint {path}: cannot be read safely ({type(exc).__name__}: {exc}); "
-            "it is truncated, or not a rho_workflow checkpoint"
+            f"checkpoint {path}: cannot be read safely ({type(exc).__name__}: {_first_line(exc)}); "
+            "it is truncated, or not a rho_workflow checkpoint; fix: write it again with "
+            "RhoModel.save or the train stage (never load an untrusted file with pickle)"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != "rho_workflow-checkpoint":
         raise CheckpointError(f"checkpoint {path}: not a rho_workflow checkpoint")
@@ -92,10 +74,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (the checkpoint fingerprint recorded in outputs)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def _first_line(exc: Exception) -> str:
+    """The cause without torch's advice to reload with ``weights_only=False`` (unsafe)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    safe = [line for line in lines if "weights_only" not in line and "WeightsUnpickler" not in line]
+    return (safe or ["unsafe or unreadable content"])[0].strip()

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from rho_workflow.params import ParamSpace
-from rho_workflow.workflow.atomic import atomic_write_json
+from rho_workflow.atomic import atomic_write_json
 from rho_workflow.workflow.sweep import SweepPlan, plan_sweep
 
 __all__ = ["reference_points", "evaluation_plan", "evaluate_sweep", "box_size_of"]

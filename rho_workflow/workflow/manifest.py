@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rho_workflow.workflow.atomic import atomic_write_json, file_sha256
+from rho_workflow.atomic import atomic_write_json, file_sha256
 
 __all__ = ["Manifest", "ManifestMismatch"]
 

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 import rho_workflow
-from rho_workflow.workflow.atomic import atomic_path
+from rho_workflow.atomic import atomic_path
 from rho_workflow.workflow.sweep import SweepPlan
 
 __all__ = ["flat_range_boxes", "sweep_template", "sweep_dataset", "write_sweep_output",

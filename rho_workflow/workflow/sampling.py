@@ -17,8 +17,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from rho_workflow.training.checkpoint import file_sha256, load_checkpoint
-from rho_workflow.workflow.atomic import load_npy_checked
+from rho_workflow.atomic import file_sha256, fingerprint, load_npy_checked
+from rho_workflow.training.checkpoint import load_checkpoint
 from rho_workflow.workflow.manifest import Manifest
 from rho_workflow.workflow.output import write_sweep_output
 from rho_workflow.workflow.sweep import SweepPlan
@@ -31,10 +31,7 @@ logger = logging.getLogger("rho_workflow")
 
 def sweep_fingerprint(plan: SweepPlan, checkpoint_sha256: str, dtype: str) -> str:
     """What a finished part depends on: the plan, the checkpoint and the stored dtype."""
-    from rho_workflow.config import config_fingerprint
-
-    return config_fingerprint({"plan": plan.to_dict(), "checkpoint": checkpoint_sha256,
-                               "dtype": dtype})
+    return fingerprint({"plan": plan.to_dict(), "checkpoint": checkpoint_sha256, "dtype": dtype})
 
 
 def checkpoint_labels(checkpoint: str | Path) -> tuple[dict[str, Any], list[int]]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from rho_workflow.workflow.atomic import atomic_save_npy, file_sha256
+from rho_workflow.atomic import atomic_save_npy, file_sha256
 
 __all__ = ["cached_model", "sample_chunk", "train_model", "set_torch_threads", "log_progress",
            "load_training_data", "build_model", "chunk_work", "store_labels"]

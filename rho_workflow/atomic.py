@@ -1,25 +1,82 @@
-"""Atomic file writes: write a temporary file next to the target, flush it to disk, rename.
+"""Atomic writes, the one implementation: write next to the target, flush to disk, rename.
 
-A reader (or a resumed run) therefore sees either the previous complete file or the new
-complete file, never a truncated one. The temporary file lives in the target's folder so
-that :func:`os.replace` is a rename within one file system (atomic on POSIX).
+A reader (or a resumed run) sees either the previous complete file or the new complete one,
+never a truncated one. The temporary lives in the target's folder, so :func:`os.replace` is
+a rename within one file system (atomic on POSIX); the file and its folder are fsynced.
+:func:`atomic_path` is for files (netCDF, checkpoints, PNG, JSON, parts), :func:`atomic_dir`
+for folders (zarr stores), whose old version is moved aside and removed after the swap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from rho_workflow.training.checkpoint import file_sha256
+__all__ = ["atomic_path", "atomic_dir", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "atomic_save_npy", "file_sha256", "fingerprint",
+           "load_npy_checked", "temporary_path"]
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_save_npy",
-           "file_sha256", "load_npy_checked"]
+
+def temporary_path(target: str | os.PathLike) -> Path:
+    """A hidden, unique sibling of ``target`` to write into before it is moved into place."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (the fingerprint of checkpoints, parts and outputs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(obj: Any) -> str:
+    """Hex SHA-256 of ``obj`` serialized as canonical JSON (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder path (not yet created) to write; on success it replaces
+    ``path`` (an old folder or file there is moved aside, then removed).
+
+    On an exception whatever was written is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(target)
+    try:
+        yield tmp
+        if target.exists():
+            old = temporary_path(target)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            _remove(old)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 @contextlib.contextmanager
@@ -50,6 +107,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
