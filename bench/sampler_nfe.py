@@ -52,8 +52,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_output_options, machine, result_path, table, write_result  # noqa: E402
 
-from rho_workflow.api import DEFAULT_SAMPLER as API_SAMPLER  # noqa: E402
-from rho_workflow.api import DEFAULT_SPACING, RhoModel  # noqa: E402
+from rho_workflow.api import RhoModel  # noqa: E402
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER as API_SAMPLER  # noqa: E402
+from rho_workflow.diffusion.samplers import SAMPLERS, sampler_spec  # noqa: E402
 from rho_workflow.data import synthetic  # noqa: E402
 from rho_workflow.diffusion.samplers import nfe  # noqa: E402
 from rho_workflow.models import FeatureEncoder, fourier_aliasing  # noqa: E402
@@ -87,7 +88,15 @@ FOUR_OCTAVES_RUN = [
     {"point": "held-out", "sampler": "dpmpp_2m log-snr", "steps": 25, "error_pct": 37.10, "var_ratio": 1.728},
     {"point": "held-out", "sampler": "ddim", "steps": 25, "error_pct": 15.29, "var_ratio": 1.305},
 ]
-API_DEFAULT = (API_SAMPLER, DEFAULT_SPACING[API_SAMPLER])  # what RhoModel.sample uses
+API_DEFAULT = (API_SAMPLER, SAMPLERS[API_SAMPLER].spacing)  # what RhoModel.sample uses
+
+
+def steps_for_nfe(sampler: str, target: int) -> int:
+    """The most steps of ``sampler`` whose network calls (registry) do not exceed ``target``."""
+    spec = sampler_spec(sampler)
+    return (target + spec.calls_per_step - 1) // spec.calls_per_step
+
+
 EXACT_SAMPLERS = ["ddim:discrete", "dpmpp_2m:log-snr", "dpmpp_2m:karras", "dpmpp_3m:log-snr", "heun:karras"]
 
 
@@ -195,7 +204,7 @@ def exact_denoiser_rows(scale: float, specs: list[str], nfes: list[int]) -> list
         for spec in specs:
             sampler, spacing = spec.split(":")
             for target in nfes:
-                steps = (target + 1) // 2 if sampler == "heun" else target
+                steps = steps_for_nfe(sampler, target)
                 sigmas = sampling_sigmas(schedule, steps, spacing=spacing)
                 gain = get_sampler(sampler)(denoiser, torch.ones_like(z_var), sigmas)[0].numpy()
                 log_var = (gain ** 2 * (float(sigmas[0]) ** 2 + 1) * scale ** 2).reshape(lam.shape)
@@ -320,7 +329,7 @@ def run(args: argparse.Namespace, work: Path, out: Path, train_chunk: int = 200,
         for spec in args.samplers:
             sampler, spacing = spec.split(":")
             for target in args.nfe:
-                steps = (target + 1) // 2 if sampler == "heun" else target
+                steps = steps_for_nfe(sampler, target)
                 rows.append(evaluate("features", sampler, steps, label, spacing))
     for label in args.points if not args.samplers_only else ():
         rows.append(evaluate("hash", "dpmpp_2m", 25, label, "log-snr"))

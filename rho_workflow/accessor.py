@@ -17,15 +17,15 @@ coordinates, the parameters as coordinates with units and CF attributes, exactly
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParamSpace
 from rho_workflow.workflow.output import provenance_attrs, sweep_dataset
-from rho_workflow.workflow.sweep import SweepPlan, plan_sweep
+from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
 __all__ = ["RhoDataArrayAccessor", "RhoDatasetAccessor", "sample_sweep", "labels_of"]
 
@@ -115,7 +115,7 @@ class RhoDatasetAccessor:
 def sample_sweep(model: Any, *, grid: Mapping[str, Any] | None = None,
                  table: Sequence[Mapping[str, Any]] | None = None,
                  table_units: Mapping[str, str] | None = None, members: int = 4, seed: int = 0,
-                 sampler: str = "dpmpp_3m", steps: int = 25, guidance: float = 0.0,
+                 sampler: str = DEFAULT_SAMPLER, steps: int = 25, guidance: float = 0.0,
                  batch_size: int = 16, allow_extrapolation: bool = False) -> xr.Dataset:
     """Sample a grid or table sweep in this process; a labeled, CF-attributed Dataset.
 
@@ -124,12 +124,12 @@ def sample_sweep(model: Any, *, grid: Mapping[str, Any] | None = None,
     ``derive_seed(seed, p, m)`` and the network runs in the same fixed micro-batches as the
     pipeline, so the values equal those of the ``sample`` stage with the same settings.
     """
-    section = SimpleNamespace(grid=dict(grid) if grid is not None else None,
-                              table=[dict(r) for r in table] if table is not None else None,
-                              table_units=dict(table_units or {}), members=members, seed=seed,
-                              sampler=sampler, steps=steps, guidance=guidance,
-                              allow_extrapolation=allow_extrapolation, batch_size=batch_size,
-                              chunk_size=batch_size)
+    section = SweepRequest(grid=dict(grid) if grid is not None else None,
+                           table=[dict(r) for r in table] if table is not None else None,
+                           table_units=dict(table_units or {}), members=members, seed=seed,
+                           sampler=sampler, steps=steps, guidance=guidance,
+                           allow_extrapolation=allow_extrapolation, batch_size=batch_size,
+                           chunk_size=batch_size)
     plan = plan_sweep(section, model.param_space, path="sample_sweep")
     samples = _sample_plan(model, plan)
     labels = model.metadata if "fields" in model.metadata else _default_labels(model)

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rho-workflow", description="Run a rho-Diffusion pipeline (or one of its stages) on "
         "a Dask cluster, or write a synthetic simulation sweep.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {"run": "run all stages of a pipeline in order"}
     commands.update({s: f"run only the {s} stage of a pipeline" for s in STAGE_COMMANDS})
@@ -50,34 +52,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rho-workflow`` command; returns the exit status."""
+    """Entry point of the ``rho-workflow`` command; returns the exit status.
+
+    Any error of the package (:class:`~rho_workflow.errors.RhoWorkflowError`) and any OS error
+    on a named file is printed as one message and gives exit status 2; ``--debug`` re-raises
+    it with its traceback instead.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("pint").setLevel(logging.ERROR)  # cf-xarray's registry redefines units
+    from rho_workflow.errors import RhoWorkflowError
+
+    try:
+        return _dispatch(args)
+    except (RhoWorkflowError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"rho-workflow: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "make-data":
         from rho_workflow.data.make_data import run
 
         return run(args)
-    from rho_workflow.config import ConfigError
-    from rho_workflow.pipeline import Pipeline, PipelineError
+    from rho_workflow.pipeline import Pipeline
     from rho_workflow.workflow.cluster import parse_cluster_override
 
     import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-
-    try:
-        cluster = parse_cluster_override(args.cluster) if args.cluster else None
-        pipeline = Pipeline.from_source(args.pipeline, cluster=cluster, progress=not args.quiet)
-        if args.dry_run:
-            print(format_plan(pipeline.plan(), None if args.command == "run" else [args.command]))
-            return 0
-        stages = None if args.command == "run" else [args.command]
-        results = pipeline.run(stages, resume=args.resume)
-    except (ConfigError, PipelineError, FileNotFoundError) as exc:
-        print(f"rho-workflow: error: {exc}", file=sys.stderr)
-        return 2
+    cluster = parse_cluster_override(args.cluster) if args.cluster else None
+    pipeline = Pipeline.from_source(args.pipeline, cluster=cluster, progress=not args.quiet)
+    if args.dry_run:
+        print(format_plan(pipeline.plan(), None if args.command == "run" else [args.command]))
+        return 0
+    stages = None if args.command == "run" else [args.command]
+    results = pipeline.run(stages, resume=args.resume)
     print(format_summary(pipeline, results))
     return 0
 

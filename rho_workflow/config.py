@@ -25,6 +25,8 @@ from typing import Any, Mapping
 import yaml
 
 from rho_workflow.atomic import fingerprint as config_fingerprint
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
+from rho_workflow.diffusion.samplers import SAMPLERS as SAMPLER_REGISTRY
 
 from rho_workflow.training.trainer import TrainConfig
 from rho_workflow.workflow.cluster import ClusterKind, cluster_from_config
@@ -36,7 +38,7 @@ __all__ = ["ConfigError", "PipelineConfig", "SimulateSection", "ModelSection", "
 
 SECTIONS = ("name", "description", "simulate", "data", "model", "training", "sampling", "evaluation",
             "output", "cluster")
-SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "heun")
+SAMPLERS = tuple(SAMPLER_REGISTRY)  # names from the one sampler registry
 
 
 @dataclass
@@ -118,7 +120,7 @@ class SamplingSection:
     of ``batch_size``).
     """
 
-    sampler: str = opt("dpmpp_3m", types=(str,), choices=SAMPLERS)
+    sampler: str = opt(DEFAULT_SAMPLER, types=(str,), choices=SAMPLERS)
     steps: int = opt(25, types=(int,), ge=1)
     guidance: float = opt(0.0, types=(float,), ge=0.0)
     members: int = opt(4, types=(int,), ge=1)

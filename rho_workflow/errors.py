@@ -48,7 +48,8 @@ class ConfigError(RhoWorkflowError, ValueError):
     collected, not stopped at the first.
     """
 
-    def __init__(self, problems: Sequence[str], source: str | None = None, what: str = "config"):
+    def __init__(self, problems: Sequence[str], source: str | None = None,
+                 what: str = "pipeline config"):
         self.problems = list(problems)
         self.source = source
         where = f" in {source}" if source else ""

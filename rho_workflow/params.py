@@ -16,12 +16,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rho_workflow.errors import RhoWorkflowError
+
 __all__ = ["Parameter", "ParamSpace", "ParameterError"]
 
 KINDS = ("continuous", "categorical")
 
 
-class ParameterError(ValueError):
+class ParameterError(RhoWorkflowError, ValueError):
     """A parameter value or parameter set breaks the rules of its :class:`ParamSpace`."""
 
 

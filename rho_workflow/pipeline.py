@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.config import PipelineConfig, load_pipeline
 from rho_workflow.atomic import atomic_write_json
 
@@ -31,7 +32,7 @@ STAGES = ("simulate", "preprocess", "train", "sample", "evaluate")
 logger = logging.getLogger("rho_workflow")
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RhoWorkflowError, RuntimeError):
     """A stage cannot run (a missing input, a failed task); the message says what to do."""
 
 
@@ -157,9 +158,10 @@ class Pipeline:
         return list(dict.fromkeys(values)) or [0.0]
 
     def _sweep_plan(self, for_dry_run: bool = False) -> Any:
-        from rho_workflow.workflow.sweep import plan_sweep
+        from rho_workflow.workflow.sweep import SweepRequest, plan_sweep
 
-        return plan_sweep(self.config.sampling, self._param_space(for_dry_run))
+        request = SweepRequest.from_section(self.config.sampling)
+        return plan_sweep(request, self._param_space(for_dry_run))
 
     # -- running --------------------------------------------------------------------------------
     def run(self, stages: Sequence[str] | None = None, *, resume: bool = False,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.params import Parameter, ParamSpace
 from rho_workflow.workflow.schema import ConfigError
-from rho_workflow.workflow.sweep import SweepPlan, plan_sweep
+from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
 SPACE = ParamSpace([Parameter("index", "1", low=-3, high=-1),
                     Parameter("amplitude", "Mpc2", low=0.5, high=2.0)])
@@ -20,7 +19,10 @@ SPACE = ParamSpace([Parameter("index", "1", low=-3, high=-1),
 def sampling(**kw):
     base = dict(grid=None, table=None, table_units={}, members=3, seed=7, sampler="dpmpp_2m",
                 steps=5, guidance=0.0, allow_extrapolation=False, batch_size=4, chunk_size=8)
-    return SimpleNamespace(**{**base, **kw})
+    return SweepRequest(**{**base, **kw})
+
+
+sampling_section = sampling
 
 
 def test_grid_converts_units_and_orders_points_like_the_output():

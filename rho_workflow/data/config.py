@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from rho_workflow.data.units import UnitsError, parse_units
+from rho_workflow.errors import ConfigError
 
 __all__ = ["ConfigError", "ParamSource", "SplitConfig", "TransformConfig", "DataConfig",
            "PARAM_SOURCES", "MISSING_POLICIES", "NORMALIZATIONS"]
@@ -40,14 +41,6 @@ PARAM_SOURCES = ("global_attribute", "variable_attribute", "coordinate", "filena
 MISSING_POLICIES = ("error", "fixed-mask", "fill")
 NORMALIZATIONS = ("standard", "minmax", "none")
 STORE_FORMATS = ("zarr", "netcdf")
-
-
-class ConfigError(ValueError):
-    """The ``data:`` section breaks one or more rules; ``problems`` lists each."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("invalid data configuration:\n  " + "\n  ".join(self.problems))
 
 
 class _Reader:

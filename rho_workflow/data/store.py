@@ -44,7 +44,7 @@ from rho_workflow.data.validate import (DataValidationError, Problem, block_summ
 from rho_workflow.params import Parameter, ParamSpace
 from rho_workflow.provenance import history_line, provenance_record
 
-__all__ = ["StoreInfo", "TrainingStore", "preprocess", "open_store", "assign_split",
+__all__ = ["StoreInfo", "TrainingStore", "preprocess", "preprocess_graph", "PreprocessGraph", "open_store", "assign_split",
            "build_transform", "build_param_space", "SPLITS", "STORE_VERSION"]
 
 STORE_VERSION = 1
@@ -242,12 +242,9 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     fmt = _store_format(config, store_path)
     plan = plan_sweep(config)
     timings = {"plan": time.perf_counter() - start}
-    split = assign_split(plan.points, plan.sample_files, config.split.validation,
-                         config.split.held_out, config.split.seed, config.split.by)
-    fields = build_fields(plan)
-    out = _output_dataset(plan, fields, split)
-    log_channels = [config.variables.index(v) for v in config.transform.log]
-    summaries, ref_delayed = _check_graph(plan, fields, split, log_channels)
+    graph = preprocess_graph(plan)
+    split, fields, out, log_channels = graph.split, graph.fields, graph.dataset, graph.log_channels
+    summaries, ref_delayed = graph.summaries, graph.reference
     with atomic_dir(store_path) as tmp:
         if fmt == "zarr":
             write = out.to_zarr(tmp, mode="w", compute=False, consolidated=False,
@@ -273,6 +270,32 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     return StoreInfo(store_path, fmt, plan.n_samples, config.variables, plan.grid.dims,
                      plan.grid.shape, param_space, transform, counts, nbytes, seconds,
                      timings)
+
+
+@dataclass(frozen=True)
+class PreprocessGraph:
+    """The lazy graph of :func:`preprocess`, built without computing anything: the fields in
+    canonical units, the store's dataset, the split of each sample, and the per-block checks
+    and statistics (and the reference missing-value mask) computed from the same chunks."""
+
+    split: np.ndarray
+    fields: da.Array
+    dataset: xr.Dataset
+    log_channels: list[int]
+    summaries: list
+    reference: Any
+
+
+def preprocess_graph(plan: SweepPlan) -> PreprocessGraph:
+    """Build the lazy preprocessing graph of an ingest ``plan`` (reads metadata only)."""
+    config = plan.config
+    split = assign_split(plan.points, plan.sample_files, config.split.validation,
+                         config.split.held_out, config.split.seed, config.split.by)
+    fields = build_fields(plan)
+    log_channels = [config.variables.index(v) for v in config.transform.log]
+    summaries, reference = _check_graph(plan, fields, split, log_channels)
+    return PreprocessGraph(split, fields, _output_dataset(plan, fields, split), log_channels,
+                           summaries, reference)
 
 
 def _check_graph(plan: SweepPlan, fields: da.Array, split: np.ndarray,

@@ -22,6 +22,8 @@ import numpy as np
 import pint
 from cf_xarray.units import units as _cf_units
 
+from rho_workflow.errors import RhoWorkflowError
+
 __all__ = [
     "UNITS",
     "UnitsError",
@@ -47,7 +49,7 @@ _ALIASES = (
 )
 
 
-class UnitsError(ValueError):
+class UnitsError(RhoWorkflowError, ValueError):
     """A unit string cannot be parsed, or two units cannot be converted into each other.
 
     ``reason`` is the short cause without context (for callers that add file and variable).

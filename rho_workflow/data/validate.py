@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from rho_workflow.errors import RhoWorkflowError
+
 __all__ = ["Problem", "DataValidationError", "raise_if_problems", "block_summary",
            "judge_summaries", "MAX_LISTED"]
 
@@ -38,7 +40,7 @@ class Problem:
         return f"{where}:{value} breaks the rule: {self.rule}; fix: {self.fix}"
 
 
-class DataValidationError(ValueError):
+class DataValidationError(RhoWorkflowError, ValueError):
     """The sweep breaks one or more rules; nothing was written. ``problems`` lists each."""
 
     def __init__(self, problems: Sequence[Problem]):

@@ -19,12 +19,14 @@ import socket
 import uuid
 from typing import Any, Mapping
 
+from rho_workflow.errors import RhoWorkflowError
+
 __all__ = ["train_data_parallel", "ddp_rank_task", "free_port", "pick_workers", "RankFailure"]
 
 logger = logging.getLogger("rho_workflow")
 
 
-class RankFailure(RuntimeError):
+class RankFailure(RhoWorkflowError, RuntimeError):
     """A data-parallel group failed on every attempt."""
 
 

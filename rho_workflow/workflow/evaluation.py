@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,7 +19,7 @@ import xarray as xr
 
 from rho_workflow.params import ParamSpace
 from rho_workflow.atomic import atomic_write_json
-from rho_workflow.workflow.sweep import SweepPlan, plan_sweep
+from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
 __all__ = ["reference_points", "evaluation_plan", "evaluate_sweep", "box_size_of"]
 
@@ -48,7 +47,7 @@ def evaluation_plan(refs: list[tuple[dict, np.ndarray]], sampling: Any,
                     param_space: ParamSpace) -> SweepPlan:
     """A table sweep at the reference points, one member per reference field."""
     members = max(len(ix) for _, ix in refs)
-    section = SimpleNamespace(
+    section = SweepRequest(
         grid=None, table=[dict(p) for p, _ in refs], table_units={}, members=members,
         seed=sampling.seed, sampler=sampling.sampler, steps=sampling.steps,
         guidance=sampling.guidance, allow_extrapolation=True, batch_size=sampling.batch_size,

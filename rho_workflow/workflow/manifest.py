@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.atomic import atomic_write_json, file_sha256
 
 __all__ = ["Manifest", "ManifestMismatch"]
@@ -22,7 +23,7 @@ __all__ = ["Manifest", "ManifestMismatch"]
 MANIFEST_VERSION = 1
 
 
-class ManifestMismatch(RuntimeError):
+class ManifestMismatch(RhoWorkflowError, RuntimeError):
     """``--resume`` found a manifest written for another config or checkpoint."""
 
 

@@ -13,18 +13,11 @@ import dataclasses
 from dataclasses import field, fields
 from typing import Any, Mapping
 
+from rho_workflow.errors import ConfigError
+
 __all__ = ["ConfigError", "opt", "build_section", "check_value"]
 
 _REQUIRED = object()
-
-
-class ConfigError(ValueError):
-    """A pipeline file breaks the schema; the message lists every problem with its key path."""
-
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = list(problems)
-        where = f" in {source}" if source else ""
-        super().__init__(f"invalid pipeline config{where}:\n  " + "\n  ".join(self.problems))
 
 
 def opt(default: Any = _REQUIRED, *, types: tuple = (), choices: tuple | None = None,

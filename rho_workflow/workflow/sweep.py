@@ -20,17 +20,42 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from rho_workflow.diffusion.random import derive_seed
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParameterError, ParamSpace
 from rho_workflow.workflow.schema import ConfigError
 
-__all__ = ["Chunk", "SweepPlan", "plan_sweep", "grid_axis_values", "read_table"]
+__all__ = ["SweepRequest", "Chunk", "SweepPlan", "plan_sweep", "grid_axis_values", "read_table"]
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What a user asks of a sweep, before it is resolved against a model (the typed input of
+    :func:`plan_sweep`): exactly one of ``grid`` (parameter -> values or range) and ``table``
+    (rows of parameter dicts, or a CSV path), in ``table_units``; ``members`` per point."""
+
+    grid: Mapping[str, Any] | None = None
+    table: list | str | None = None
+    table_units: Mapping[str, str] = field(default_factory=dict)
+    members: int = 4
+    seed: int = 0
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = 25
+    guidance: float = 0.0
+    allow_extrapolation: bool = False
+    batch_size: int = 16
+    chunk_size: int = 64
+
+    @classmethod
+    def from_section(cls, section: Any) -> "SweepRequest":
+        """From a validated ``sampling`` section (or any object with these attributes)."""
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -189,8 +214,8 @@ def _number(text: str) -> Any:
         return text.strip()
 
 
-def plan_sweep(sampling: Any, param_space: ParamSpace, path: str = "sampling") -> SweepPlan:
-    """Resolve a ``sampling`` section against the model's parameter space.
+def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sampling") -> SweepPlan:
+    """Resolve a :class:`SweepRequest` (or a ``sampling`` section) against the model's parameter space.
 
     Grid and table values are converted to the canonical units of ``param_space`` and
     validated (range, categories) before any task runs; errors name the key path.

@@ -55,12 +55,12 @@ def log_progress(topic: str | None, message: Mapping[str, Any]) -> None:
 
 def cached_model(checkpoint: str, sha256: str, device: str = "cpu") -> Any:
     """The model of ``checkpoint`` (identified by its SHA-256), loaded once per process."""
-    from rho_workflow.api import RhoModel
+    from rho_workflow.training.model import TrainedModel
 
     key = (str(Path(checkpoint).resolve()), sha256, device)
     if key not in _MODELS:
         _MODELS.clear()  # one sweep at a time per worker: drop models of older checkpoints
-        _MODELS[key] = RhoModel.load(checkpoint, device=device)
+        _MODELS[key] = TrainedModel.load(checkpoint, device=device)
     return _MODELS[key]
 
 
@@ -154,13 +154,13 @@ def store_labels(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
                 metadata: Mapping[str, Any], device: str = "auto") -> Any:
-    """A new :class:`RhoModel` for the loaded data, with its normalization and labels."""
-    from rho_workflow.api import RhoModel
+    """A new :class:`TrainedModel` for the loaded data, with its normalization and labels."""
+    from rho_workflow.training.model import TrainedModel
     from rho_workflow.params import ParamSpace
 
     fields = loaded["fields"]
     section = dict(model_section)
-    model = RhoModel.create(tuple(fields.shape[2:]), ParamSpace.from_dict(loaded["param_space"]),
+    model = TrainedModel.create(tuple(fields.shape[2:]), ParamSpace.from_dict(loaded["param_space"]),
                             channels=int(fields.shape[1]), encoder=section["encoder"],
                             prediction=section["prediction"], schedule=section["schedule"],
                             T=section["T"], network=section.get("network"),
