@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from gaussian import GaussianData
 from rho_workflow.data.transforms import Affine, Chain, Identity, Log, MinMax, PerChannel
 from rho_workflow.diffusion.schedules import make_schedule
+from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.params import Parameter, ParamSpace
 from rho_workflow.training.likelihood import field_log_prob
 
@@ -95,7 +96,7 @@ def test_bad_input_is_a_clear_error():
     space = ParamSpace([Parameter("index", "1", low=-3, high=-1)])
     model = _Model(Chain([Log(floor=1e-12), Affine(shift=[0.0], scale=[1.0], axis=0)]), d=3, space=space)
     good = np.ones((2, 3))
-    with pytest.raises(ValueError, match=r"shape \(2, 4\).*fix"):
+    with pytest.raises(RhoWorkflowError, match=r"shape \(2, 4\).*fix"):
         field_log_prob(model, np.ones((2, 4)), {"index": -2.0})
     with pytest.raises(ValueError, match="NaN/inf.*index \\(1, 0\\)"):
         field_log_prob(model, np.array([[1.0, 1, 1], [np.nan, 1, 1]]), {"index": -2.0})

@@ -27,6 +27,7 @@ from scipy.integrate import solve_ivp
 
 from rho_workflow.diffusion.likelihood import LogProb, _weights
 from rho_workflow.diffusion.schedules import NoiseSchedule
+from rho_workflow.errors import RhoWorkflowError
 
 __all__ = ["ode_log_prob", "ODEIntegrationError", "EXACT_DIVERGENCE_MAX_DIM"]
 
@@ -34,15 +35,8 @@ EXACT_DIVERGENCE_MAX_DIM = 32
 Denoise = Callable[..., torch.Tensor]
 
 
-class ODEIntegrationError(RuntimeError):
-    """The probability-flow ODE did not reach its tolerance; no value is returned.
-
-    Built from ``what``, ``where``, ``rule`` and ``fix`` (the package's message format).
-    """
-
-    def __init__(self, *, what: str, where: str, rule: str, fix: str):
-        super().__init__(f"{where}: {what} (rule: {rule}); fix: {fix}")
-        self.what, self.where, self.rule, self.fix = what, where, rule, fix
+class ODEIntegrationError(RhoWorkflowError, RuntimeError):
+    """The probability-flow ODE did not reach its tolerance; no value is returned."""
 
 
 class _Budget(Exception):

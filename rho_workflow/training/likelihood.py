@@ -21,8 +21,13 @@ import torch
 from rho_workflow.data.transforms import Chain, Log, PerChannel, Transform
 from rho_workflow.diffusion.likelihood import UNITS, BoundResult, LogProb, log_prob, to_unit
 from rho_workflow.diffusion.random import BatchGenerator, derive_seed
+from rho_workflow.errors import RhoWorkflowError
 
-__all__ = ["FieldLogProb", "field_log_prob"]
+__all__ = ["FieldLogProb", "field_log_prob", "LogProbInputError"]
+
+
+class LogProbInputError(RhoWorkflowError, ValueError):
+    """Fields or parameters given to :func:`field_log_prob` break a rule (what, rule and fix in the message)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +75,8 @@ class FieldLogProb:
         return np.concatenate([p.kl for p in self.parts])
 
 
-def _error(what: str, rule: str, fix: str) -> ValueError:
-    return ValueError(f"log_prob: {what} (rule: {rule}); fix: {fix}")
+def _error(what: str, rule: str, fix: str) -> LogProbInputError:
+    return LogProbInputError(what=what, where="log_prob", rule=rule, fix=fix)
 
 
 def _check_shape(model: Any, fields: np.ndarray) -> np.ndarray:
