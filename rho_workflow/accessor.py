@@ -84,6 +84,22 @@ class RhoDataArrayAccessor:
                   transform="log-standardize" if log else "standardize", **train_options)
         return model
 
+    def log_prob(self, model: Any, sample_dim: str, *, method: str = "ode",
+                 unit: str = "bits_per_dim", **options: Any) -> xr.DataArray:
+        """``log p(x | params)`` of each field along ``sample_dim`` under ``model``, a
+        DataArray over ``sample_dim`` (the parameters read from its coordinates, the fields
+        in the model's units); keywords as :meth:`RhoModel.log_prob`."""
+        da = self._da.transpose(sample_dim, ...)
+        points = _points(da, model.param_space.names, sample_dim)
+        result = model.log_prob(np.asarray(da.values, dtype=np.float64), points, method=method,
+                                unit=unit, details=True, **options)
+        units = {"nats": "1", "bits": "bit", "bits_per_dim": "bit"}[unit]
+        return xr.DataArray(result.values, dims=(sample_dim,),
+                            coords={c: da[c] for c in da.coords if da[c].dims == (sample_dim,)},
+                            name="log_likelihood",
+                            attrs={"units": units, "rho_unit": unit, "rho_method": result.method,
+                                   "long_name": f"log-likelihood ({unit}) of {da.name or 'field'}"})
+
 
 @xr.register_dataset_accessor("rho")
 class RhoDatasetAccessor:

@@ -15,6 +15,8 @@ Fields go in and come out in physical units; each sample is seeded on its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.training.model import DEFAULT_SPACING, TrainedModel, default_network
 
@@ -28,3 +30,20 @@ class RhoModel(TrainedModel):
     :meth:`log_prob`, :meth:`save`. See :class:`~rho_workflow.training.model.TrainedModel`
     for every method.
     """
+
+    def diagnostics(self, fields: Any = None, params: Any = None, **options: Any) -> Any:
+        """Per-step diagnostics of the diffusion over ``t`` as an xarray Dataset.
+
+        The analytic ``H_q(X^t|X^0)`` and the eq. 24 bounds on each reverse step's entropy
+        (nats per dimension); with ``fields`` and ``params`` also the mean per-step KL terms
+        of the bound K on those fields (the bound over all T steps; ``options`` as
+        :meth:`log_prob`), i.e. where along the trajectory the bound loses its nats.
+        """
+        from rho_workflow.diffusion.likelihood import gaussian_entropy_diagnostics
+        from rho_workflow.evaluate.diagnostics import diagnostics_dataset
+
+        entropy = gaussian_entropy_diagnostics(self.schedule)
+        if fields is None:
+            return diagnostics_dataset(entropy)
+        result = self.log_prob(fields, params, method="bound", details=True, **options)
+        return diagnostics_dataset(entropy, result.parts[0].steps, result.kl_per_step / result.dim)

@@ -139,6 +139,9 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
         for var, scores in r["headline"].items():
             text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
             lines.append(f"               {var}: median {text}")
+        if r.get("log_likelihood") is not None:
+            lines.append(f"               held-out log-likelihood: median "
+                         f"{r['log_likelihood']:.4g} bits/dim")
     lines.append(f"  outputs in {out.root}/ (run record: {out.root / 'run.json'})")
     return "\n".join(lines)
 

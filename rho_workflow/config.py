@@ -200,13 +200,17 @@ def _check_grid(grid: Mapping[str, Any], path: str) -> list[str]:
 
 @dataclass
 class EvaluationSection:
-    """First evaluation: spectra and value distributions against held-out runs."""
+    """Generated against held-out runs: spectra, value distributions and, unless
+    ``log_likelihood: none``, the model's log-likelihood of up to ``likelihood_fields``
+    held-out fields per point (``ode``: exact, probability-flow ODE; ``bound``: the bound K)."""
 
     enabled: bool = opt(True, types=(bool,))
     split: str = opt("held_out", types=(str,), choices=("train", "validation", "held_out"))
     bins: int = opt(50, types=(int,), ge=2)
     figures: bool = opt(True, types=(bool,))
     max_points: int = opt(6, types=(int,), ge=1)
+    log_likelihood: str = opt("ode", types=(str,), choices=("ode", "bound", "none"))
+    likelihood_fields: int = opt(2, types=(int,), ge=1)
 
 
 @dataclass

@@ -18,13 +18,12 @@ import contextlib
 import glob
 import logging
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.config import PipelineConfig, load_pipeline
 from rho_workflow.atomic import atomic_write_json
+from rho_workflow.workflow import stages
 
 __all__ = ["Pipeline", "run_pipeline", "STAGES", "PipelineError"]
 
@@ -32,8 +31,8 @@ STAGES = ("simulate", "preprocess", "train", "sample", "evaluate")
 logger = logging.getLogger("rho_workflow")
 
 
-class PipelineError(RhoWorkflowError, RuntimeError):
-    """A stage cannot run (a missing input, a failed task); the message says what to do."""
+#: A stage cannot run (a missing input, a failed task); the message says what to do.
+PipelineError = stages.StageError
 
 
 class Pipeline:
@@ -184,9 +183,11 @@ class Pipeline:
         rest = [s for s in stages if s != "simulate"]
         if rest:
             with self._client(client) as c:
+                run_stage = {"preprocess": self.preprocess, "train": self.train,
+                             "sample": self.sample, "evaluate": self.evaluate}
                 for stage in rest:
                     logger.info("stage %s", stage)
-                    results[stage] = getattr(self, stage)(c, resume=resume)
+                    results[stage] = run_stage[stage](c, resume=resume)
         results["seconds"] = time.perf_counter() - t0
         return results
 
@@ -200,166 +201,55 @@ class Pipeline:
 
     def simulate(self, *, resume: bool = False) -> dict[str, Any]:
         """Write the synthetic simulation sweep of the ``simulate`` section."""
-        from rho_workflow.data.make_data import write_sweep
-
-        sim = self.config.simulate
         fp = self.fingerprints()["simulate"]
         done = self._done("simulate", fp) if resume else None
-        if done and Path(sim.out_dir).is_dir():
+        if done and Path(self.config.simulate.out_dir).is_dir():
             return {**done, "skipped": True}
-        paths = write_sweep(sim.kind, sim.out_dir, runs=sim.runs, seed=sim.seed, size=sim.size,
-                            realizations=sim.realizations)
-        result = {"files": len(paths), "out_dir": sim.out_dir}
+        result = stages.simulate(self.config.simulate)
         self._record("simulate", fp, result)
         return result
 
     def preprocess(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Validate the sweep and write the training store (one Dask graph on ``client``)."""
-        from rho_workflow.data.store import preprocess
-
         fp = self.fingerprints()["preprocess"]
         done = self._done("preprocess", fp) if resume else None
         if done and self.out.store_path.exists():
             return {**done, "skipped": True}
-        info = preprocess(self.config.data, self.out.store_path, client=client,
-                          progress=self.progress)
-        result = {"store": str(info.path), "n_samples": info.n_samples,
-                  "split_counts": info.split_counts, "seconds": info.seconds,
-                  "throughput_mb_s": info.throughput_mb_s}
+        result = stages.preprocess(self.config.data, self.out.store_path, client, self.progress)
         self._record("preprocess", fp, result)
         return result
 
     def train(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Train on a worker (``GPU`` resource if asked) or data-parallel on several."""
-        from rho_workflow.workflow.ddp import train_data_parallel
-        from rho_workflow.workflow.tasks import train_model
-
-        if not self.out.store_path.exists():
-            raise PipelineError(f"no training store at {self.out.store_path}: run the preprocess "
-                                "stage first")
+        stages.require(self.out.store_path, "training store", "preprocess")
         fp = self.fingerprints()["train"]
-        ckpt = self.out.checkpoint_path
         done = self._done("train", fp) if resume else None
-        if done and ckpt.is_file():
+        if done and self.out.checkpoint_path.is_file():
             return {**done, "skipped": True}
-        t = self.config.training
-        topic = f"rho-train-{uuid.uuid4().hex[:8]}"
-        spec = {"data": {"kind": "store", "path": str(self.out.store_path.resolve()), "split": "train"},
-                "model": self.config.to_dict()["model"], "train": t.train_config.to_dict(),
-                "metadata": {"pipeline": self.config.to_dict()},
-                "checkpoint": str(ckpt.resolve()), "resume": resume and ckpt.is_file(),
-                "threads": t.threads, "progress_topic": topic}
-        with self._train_progress(client, topic, t.train_config.steps):
-            if t.workers > 1:
-                result = train_data_parallel(client, spec, t.workers, gpu=t.gpu, backend=t.backend,
-                                             timeout_s=t.timeout_s, max_attempts=t.max_attempts)
-            else:
-                result = self._train_one(client, spec, train_model)
-        summary = {"checkpoint": result["checkpoint"], "checkpoint_sha256": result["checkpoint_sha256"],
-                   "step": result["step"], "final_loss": (result["losses"] or [None])[-1],
-                   "steps_per_second": (len(result["losses"]) / result["train_seconds"]
-                                        if result.get("train_seconds") else None),
-                   "seconds": result["seconds"], "attempts": result.get("attempts", 1)}
-        self._record("train", fp, summary)
-        return summary
-
-    def _train_one(self, client: Any, spec: dict, train_model: Any) -> dict[str, Any]:
-        t = self.config.training
-        errors = []
-        for attempt in range(t.max_attempts):
-            future = client.submit(train_model, spec, resources={"GPU": 1} if t.gpu else None,
-                                   pure=False, key=f"train-{uuid.uuid4().hex[:10]}")
-            try:
-                return {**future.result(), "attempts": attempt + 1}
-            except Exception as exc:  # a worker lost or a failed step: resume from checkpoint
-                errors.append(f"attempt {attempt + 1}: {type(exc).__name__}: {exc}")
-                logger.warning("training task failed (%s); resubmitting from the last checkpoint", exc)
-                spec = {**spec, "resume": Path(spec["checkpoint"]).is_file()}
-        raise PipelineError("training failed on every attempt:\n  " + "\n  ".join(errors))
-
-    @contextlib.contextmanager
-    def _train_progress(self, client: Any, topic: str, total: int) -> Iterator[None]:
-        """A client-side progress bar fed by the training task's log events."""
-        if not self.progress:
-            yield
-            return
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train", unit="step", mininterval=1.0)
-
-        def handler(event: Any) -> None:
-            msg = event[1] if isinstance(event, tuple) else event
-            if isinstance(msg, Mapping) and msg.get("kind") == "train":
-                bar.n = int(msg["step"])
-                bar.set_postfix(loss=f"{msg['loss']:.4f}", refresh=False)
-                bar.refresh()
-
-        client.subscribe_topic(topic, handler)
-        try:
-            yield
-        finally:
-            client.unsubscribe_topic(topic)
-            bar.close()
+        result = stages.train(self.config, client, resume, self.progress)
+        self._record("train", fp, result)
+        return result
 
     def sample(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Sample the sweep in chunk tasks and consolidate it into one labeled file."""
-        from rho_workflow.workflow.output import provenance_attrs
-        from rho_workflow.workflow.sampling import run_sweep
-
-        ckpt = self.out.checkpoint_path
-        if not ckpt.is_file():
-            raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
         from rho_workflow.atomic import file_sha256
         from rho_workflow.workflow.sampling import sweep_fingerprint
 
+        stages.require(self.out.checkpoint_path, "checkpoint", "train")
         plan = self._sweep_plan()
-        s, o = self.config.sampling, self.out
-        sha = file_sha256(ckpt)
-        fp = sweep_fingerprint(plan, sha, o.dtype)
+        fp = sweep_fingerprint(plan, file_sha256(self.out.checkpoint_path), self.out.dtype)
         done = self._done("sample", fp) if resume else None
-        if done and o.samples_path.exists():
+        if done and self.out.samples_path.exists():
             return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
-        attrs = provenance_attrs(plan, checkpoint_sha256=sha,
-                                 config=self.config.to_dict(), title=o.title,
-                                 institution=o.institution,
-                                 command=f"rho-workflow sample {self.config.source or self.config.name}")
-        result = run_sweep(plan, ckpt, o.samples_path, o.parts_dir, client=client, resume=resume,
-                           fmt=o.format, complevel=o.complevel, dtype=o.dtype, gpu=s.gpu,
-                           threads=s.threads, retries=s.retries, attrs=attrs,
-                           keep_parts=o.keep_parts, progress=self.progress)
+        result = stages.sample(self.config, plan, client, resume, self.progress)
         self._record("sample", fp, result)
         return result
 
     def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Generated vs held-out simulated fields at the held-out parameter points."""
-        from rho_workflow.data.store import open_store
-        from rho_workflow.atomic import file_sha256
-        from rho_workflow.workflow.evaluation import (evaluate_sweep, evaluation_plan,
-                                                      reference_points)
-        from rho_workflow.workflow.output import provenance_attrs
-        from rho_workflow.workflow.sampling import run_sweep
-
-        ckpt, e = self.out.checkpoint_path, self.config.evaluation
-        if not ckpt.is_file():
-            raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
-        with open_store(self.out.store_path) as store:
-            refs = reference_points(store, e.split, e.max_points)
-        plan = evaluation_plan(refs, self.config.sampling, self._param_space())
-        out_dir = self.out.evaluation_dir
-        attrs = provenance_attrs(plan, checkpoint_sha256=file_sha256(ckpt),
-                                 config=self.config.to_dict(), title=f"{self.config.name}: "
-                                 f"generated fields at the {e.split} parameter points",
-                                 institution=self.out.institution, command="rho-workflow evaluate")
-        s = self.config.sampling
-        sweep = run_sweep(plan, ckpt, out_dir / "samples.nc", out_dir / "parts", client=client,
-                          resume=resume, complevel=self.out.complevel, gpu=s.gpu, threads=s.threads,
-                          retries=s.retries, attrs=attrs, progress=self.progress)
-        summary = evaluate_sweep(out_dir / "samples.nc", self.out.store_path, refs, out_dir,
-                                 bins=e.bins, figures=e.figures)
-        result = {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
-                  "points": len(refs), "headline": summary["headline"],
-                  "figures": len(summary["figures"])}
-        self._record("evaluate", sweep["fingerprint"], result)
+        stages.require(self.out.checkpoint_path, "checkpoint", "train")
+        result = stages.evaluate(self.config, self._param_space(), client, resume, self.progress)
+        self._record("evaluate", result.pop("fingerprint"), result)
         return result
 
 

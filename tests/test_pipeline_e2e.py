@@ -77,6 +77,12 @@ def test_all_stages_write_their_outputs(finished):
     assert "spectrum_error" in summary["points"][0]["metrics"]["density"]
     assert all(Path(f).is_file() for f in summary["figures"])
     assert any("spectrum_density" in f for f in summary["figures"])
+    # held-out log-likelihood (probability-flow ODE) per point, in bits per dimension
+    ll = xr.open_dataset(out / "evaluation" / "log_likelihood.nc")
+    assert ll["log_likelihood"].attrs["units"] == "bit" and ll.sizes["field"] >= 2
+    assert np.isfinite(ll["log_likelihood"].values).all()
+    assert set(ll["case"].values) == {0, 1}
+    assert all(np.isfinite(p["log_likelihood_bits_per_dim"]) for p in summary["points"])
     state = json.loads((out / "run.json").read_text())
     assert set(state["stages"]) == {"simulate", "preprocess", "train", "sample", "evaluate"}
 
@@ -143,6 +149,13 @@ def test_accessor_dataset_to_model_to_labeled_sweep():
     grid = sample_sweep(model, grid={"index": {"start": -2.5, "stop": -1.5, "num": 3}}, members=2,
                         steps=2, batch_size=2)
     assert grid["density"].dims == ("index", "member", "x", "y")
+    # log-likelihood of fields through the accessor = the API's, labelled along the runs
+    few = ds.isel(run=slice(0, 2))
+    ll = few["density"].rho.log_prob(model, "run")
+    assert ll.dims == ("run",) and ll.attrs["units"] == "bit" and np.isfinite(ll.values).all()
+    nats = model.log_prob(few["density"].values, [{"index": float(v)} for v in index[:2]], unit="nats")
+    np.testing.assert_allclose(ll.values, nats / (64 * np.log(2)), rtol=1e-10)
+    np.testing.assert_allclose(ll["index"].values, index[:2])
 
 
 def test_gpu_stages_request_the_gpu_resource(finished, tmp_path):

@@ -13,6 +13,7 @@ attempt are stopped by restarting their worker processes (they are blocked in co
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import socket
@@ -20,6 +21,7 @@ import uuid
 from typing import Any, Mapping
 
 from rho_workflow.errors import RhoWorkflowError
+from rho_workflow.workflow.retry import AttemptFailed, with_retries
 
 __all__ = ["train_data_parallel", "ddp_rank_task", "free_port", "pick_workers", "RankFailure"]
 
@@ -96,44 +98,46 @@ def train_data_parallel(client: Any, spec: Mapping[str, Any], world_size: int, *
     ``losses`` is the global-batch loss of each step (the mean of the ranks' shard losses,
     equal shards). Raises :class:`RankFailure` after ``max_attempts`` failed attempts.
     """
-    from distributed import as_completed
+    from rho_workflow.workflow.tasks import TrainingSpec
 
     if backend == "auto":
         backend = "nccl" if gpu else "gloo"
-    resources = {"GPU": 1} if gpu else None
-    errors = []
-    for attempt in range(max_attempts):
-        addresses = pick_workers(client, world_size, gpu)
-        rendezvous = f"rho-ddp-{uuid.uuid4().hex}"
-        attempt_spec = {**dict(spec), "resume": bool(spec.get("resume")) or attempt > 0}
-        futures = [client.submit(ddp_rank_task, rank, world_size, rendezvous, attempt_spec,
-                                 backend=backend, timeout_s=timeout_s,
-                                 fail_at=fail_at if attempt == 0 else None,
-                                 workers=[address], allow_other_workers=False,
-                                 resources=resources, pure=False, retries=0,
-                                 key=f"train-rank{rank}-{rendezvous}")
-                   for rank, address in enumerate(addresses)]
-        for done in as_completed(futures):
-            if done.status == "error":
-                _stop_group(client, futures, addresses)
-                break
-        failed = [(r, f.exception() if f.status == "error" else f.status)
-                  for r, f in enumerate(futures) if f.status != "finished"]
-        if not failed:
-            results = [f.result() for f in futures]
-            out = dict(results[0])
-            per_rank = [r["losses"] for r in results]
-            out["losses"] = [sum(v) / len(v) for v in zip(*per_rank)]
-            out["ranks"] = world_size
-            out["attempts"] = attempt + 1
-            out["workers"] = addresses
-            return out
-        summary = "; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in failed)
-        errors.append(f"attempt {attempt + 1}: {summary}")
-        logger.warning("data-parallel training failed (%s); %s", summary,
-                       "resubmitting the group from the last checkpoint"
-                       if attempt + 1 < max_attempts else "no attempts left")
-    raise RankFailure("data-parallel training failed on every attempt:\n  " + "\n  ".join(errors))
+    spec = TrainingSpec.coerce(spec)
+
+    def attempt(k: int) -> dict[str, Any]:
+        resumed = dataclasses.replace(spec, resume=spec.resume or k > 0)
+        return _run_group(client, resumed, world_size, backend=backend, gpu=gpu,
+                          timeout_s=timeout_s, fail_at=fail_at if k == 0 else None, attempt=k)
+
+    return with_retries(attempt, max_attempts, "data-parallel training", RankFailure)
+
+
+def _run_group(client: Any, spec: Any, world_size: int, *, backend: str, gpu: bool,
+               timeout_s: float, fail_at: Mapping[str, int] | None, attempt: int) -> dict[str, Any]:
+    """One attempt: a task per rank on distinct workers; rank 0's result with global losses."""
+    from distributed import as_completed
+
+    addresses = pick_workers(client, world_size, gpu)
+    rendezvous = f"rho-ddp-{uuid.uuid4().hex}"
+    futures = [client.submit(ddp_rank_task, rank, world_size, rendezvous, spec,
+                             backend=backend, timeout_s=timeout_s, fail_at=fail_at,
+                             workers=[address], allow_other_workers=False,
+                             resources={"GPU": 1} if gpu else None, pure=False, retries=0,
+                             key=f"train-rank{rank}-{rendezvous}")
+               for rank, address in enumerate(addresses)]
+    for done in as_completed(futures):
+        if done.status == "error":
+            _stop_group(client, futures, addresses)
+            break
+    failed = [(r, f.exception() if f.status == "error" else f.status)
+              for r, f in enumerate(futures) if f.status != "finished"]
+    if failed:
+        raise AttemptFailed("; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in failed))
+    results = [f.result() for f in futures]
+    out = dict(results[0])
+    out["losses"] = [sum(v) / len(v) for v in zip(*(r["losses"] for r in results))]
+    out.update(ranks=world_size, attempts=attempt + 1, workers=addresses)
+    return out
 
 
 def _stop_group(client: Any, futures: list, addresses: list[str]) -> None:

@@ -19,6 +19,7 @@ import xarray as xr
 
 from rho_workflow.params import ParamSpace
 from rho_workflow.atomic import atomic_write_json
+from rho_workflow.data.netcdf import write_netcdf
 from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
 __all__ = ["reference_points", "evaluation_plan", "evaluate_sweep", "box_size_of"]
@@ -71,9 +72,83 @@ def box_size_of(coords: Mapping[str, Any], dims: list[str]) -> tuple[float | Non
     return float(sizes[0]), units.pop()
 
 
+def held_out_log_likelihood(client: Any, checkpoint: str | Path, store_path: str | Path,
+                            refs: list[tuple[dict, np.ndarray]], *, method: str = "ode",
+                            max_fields: int = 2, threads: int | None = 1,
+                            gpu: bool = False) -> dict[str, Any]:
+    """``log p(x | point)`` in bits per dimension of up to ``max_fields`` reference fields
+    per point, computed in one task on ``client`` (a ``GPU`` worker when ``gpu``)."""
+    from rho_workflow.atomic import file_sha256
+    from rho_workflow.data.store import open_store
+    from rho_workflow.workflow.tasks import log_likelihood_task
+
+    cases, fields, points = [], [], []
+    with open_store(store_path) as store:
+        for case, (point, indices) in enumerate(refs):
+            chosen = np.asarray(indices)[:max_fields]
+            fields.append(store.fields()[chosen].compute(scheduler="threads"))
+            points += [dict(point)] * len(chosen)
+            cases += [case] * len(chosen)
+    future = client.submit(log_likelihood_task, np.concatenate(fields), points,
+                           checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint),
+                           method=method, unit="bits_per_dim", threads=threads,
+                           device="auto" if gpu else "cpu",
+                           resources={"GPU": 1} if gpu else None, pure=False)
+    return {**future.result(), "case": cases}
+
+
+def likelihood_dataset(result: Mapping[str, Any], refs: list[tuple[dict, np.ndarray]]) -> xr.Dataset:
+    """The held-out log-likelihoods as a Dataset over ``field`` with each field's ``case``
+    and parameter values as coordinates."""
+    case = np.asarray(result["case"], dtype=np.int64)
+    coords: dict[str, Any] = {"case": ("field", case)}
+    for name in refs[0][0]:
+        values = [refs[c][0][name] for c in case]
+        coords[name] = ("field", np.asarray(values))
+    attrs = {"units": "bit", "long_name": f"log2-likelihood per dimension ({result['method']})",
+             "comment": "log p(x | parameters) of held-out simulated fields in the data units, "
+                        "divided by the number of values per field and by ln 2"}
+    ds = xr.Dataset({"log_likelihood": ("field", np.asarray(result["values"]), attrs)}, coords=coords)
+    if result.get("stderr") is not None:
+        ds["log_likelihood_stderr"] = ("field", np.asarray(result["stderr"]),
+                                       {"units": "bit", "long_name": "Monte-Carlo standard error"})
+    ds.attrs = {"Conventions": "CF-1.8", "rho_method": result["method"],
+                "rho_nfe_per_field": int(result["nfe_per_sample"]), "rho_wall_s": float(result["wall_s"])}
+    return ds
+
+
+def _add_likelihoods(summary: dict[str, Any], result: Mapping[str, Any] | None) -> None:
+    if result is None:
+        return
+    values, case = np.asarray(result["values"]), np.asarray(result["case"])
+    for entry in summary["points"]:
+        mine = values[case == entry["case"]]
+        entry["log_likelihood_bits_per_dim"] = float(mine.mean()) if len(mine) else None
+    summary["log_likelihood"] = {k: result[k] for k in ("method", "unit", "nfe_per_sample", "wall_s")}
+    summary["log_likelihood"]["median_bits_per_dim"] = float(np.median(values))
+
+
+def _diagnostics(out_dir: Path, result: Mapping[str, Any], figures: bool) -> list[str]:
+    """``diagnostics.nc`` (and its plot): the per-step entropies of the model's schedule and,
+    for the bound, the mean per-step KL terms of the held-out fields."""
+    from rho_workflow.diffusion.likelihood import gaussian_entropy_diagnostics
+    from rho_workflow.diffusion.schedules import make_schedule
+    from rho_workflow.evaluate.diagnostics import diagnostics_dataset, plot_diagnostics
+
+    schedule = make_schedule(result["schedule"], T=int(result["T"]))
+    ds = diagnostics_dataset(gaussian_entropy_diagnostics(schedule), result.get("kl_steps"),
+                             result.get("kl_per_dim"))
+    write_netcdf(ds, out_dir / "diagnostics.nc", history="per-step diffusion diagnostics")
+    if not figures:
+        return []
+    return [str(plot_diagnostics(ds, out_dir / "diagnostics.png",
+                                 title=f"{result['schedule']} schedule, T = {result['T']}"))]
+
+
 def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                    refs: list[tuple[dict, np.ndarray]], out_dir: str | Path, *,
-                   bins: int = 50, figures: bool = True) -> dict[str, Any]:
+                   bins: int = 50, figures: bool = True,
+                   log_likelihood: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Compare generated (``samples_path``, a table sweep at ``refs``) with reference fields;
     write ``summary.json`` and figures under ``out_dir``; return the summary."""
     from rho_workflow.data.store import open_store
@@ -130,6 +205,11 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                                           units=store.field_attrs.get(var, {}).get("units"))
                 summary["figures"].append(str(path))
     summary["headline"] = _headline(summary)
+    _add_likelihoods(summary, log_likelihood)
+    if log_likelihood is not None:
+        write_netcdf(likelihood_dataset(log_likelihood, refs), out_dir / "log_likelihood.nc",
+                     history="held-out log-likelihood")
+        summary["figures"] += _diagnostics(out_dir, log_likelihood, figures)
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from rho_workflow.atomic import atomic_save_npy, file_sha256
 
-__all__ = ["cached_model", "sample_chunk", "train_model", "set_torch_threads", "log_progress",
+__all__ = ["cached_model", "sample_chunk", "log_likelihood_task", "TrainingSpec", "train_model", "set_torch_threads", "log_progress",
            "load_training_data", "build_model", "chunk_work", "store_labels"]
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
@@ -117,6 +118,24 @@ def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256:
     return result
 
 
+def log_likelihood_task(fields: np.ndarray, points: list[dict[str, Any]], *, checkpoint: str,
+                        checkpoint_sha256: str, method: str = "ode", unit: str = "bits_per_dim",
+                        threads: int | None = 1, device: str = "cpu") -> dict[str, Any]:
+    """``log p(x | point)`` of physical ``fields`` (one point per field) under the model of
+    ``checkpoint``, in ``unit``, with standard errors, network calls and wall time."""
+    set_torch_threads(threads)
+    model = cached_model(checkpoint, checkpoint_sha256, device)
+    result = model.log_prob(np.asarray(fields), list(points), method=method, unit=unit, details=True)
+    kl = result.kl_per_step
+    return {"kl_steps": None if kl is None else np.asarray(result.parts[0].steps).tolist(),
+            "kl_per_dim": None if kl is None else (kl / result.dim).tolist(),
+            "schedule": model.schedule.name, "T": int(model.schedule.T),
+            "values": np.asarray(result.values).tolist(),
+            "stderr": None if result.stderr is None else np.asarray(result.stderr).tolist(),
+            "method": result.method, "unit": result.unit, "dim": int(result.dim),
+            "nfe_per_sample": int(result.nfe_per_sample), "wall_s": float(result.wall_s)}
+
+
 def load_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """Normalized training fields and their labels.
 
@@ -169,17 +188,44 @@ def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
     return model
 
 
-def train_model(spec: Mapping[str, Any], on_step: Callable[[int, float], None] | None = None
-                ) -> dict[str, Any]:
-    """Train (or resume) the model of ``spec`` and write its checkpoint (rank 0 under DDP).
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What a training task needs, shipped across the Dask boundary (plain data only).
 
-    ``spec``: ``data`` (see :func:`load_training_data`), ``model`` (the pipeline's model
-    section), ``train`` (:class:`TrainConfig` options), ``metadata`` (stored in the
-    checkpoint), ``checkpoint`` (path on shared storage), ``resume``, ``threads``,
-    ``progress_topic``. If torch.distributed is initialized the trainer runs data-parallel.
+    ``data`` (see :func:`load_training_data`), ``model`` (the pipeline's model section),
+    ``train`` (:class:`TrainConfig` options), ``metadata`` (stored in the checkpoint),
+    ``checkpoint`` (path on shared storage), ``resume``, ``threads``, ``progress_topic``.
+    """
+
+    data: Mapping[str, Any]
+    model: Mapping[str, Any]
+    train: Mapping[str, Any]
+    checkpoint: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    threads: int | None = None
+    progress_topic: str | None = None
+
+    @classmethod
+    def coerce(cls, spec: "TrainingSpec | Mapping[str, Any]") -> "TrainingSpec":
+        return spec if isinstance(spec, cls) else cls(**dict(spec))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def train_model(spec: TrainingSpec | Mapping[str, Any],
+                on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) the model of ``spec`` (:class:`TrainingSpec`) and write its
+    checkpoint (rank 0 under DDP). If torch.distributed is initialized the trainer runs
+    data-parallel.
     """
     import torch.distributed as dist
 
+    spec = TrainingSpec.coerce(spec)
     t0 = time.perf_counter()
     set_torch_threads(spec.get("threads"))
     loaded = load_training_data(spec["data"])

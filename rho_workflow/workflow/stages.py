@@ -1,0 +1,178 @@
+"""The stages of a pipeline as functions: simulate, preprocess, train, sample, evaluate.
+
+Each takes the validated sections it needs and a Dask client and returns a small JSON-able
+result; :mod:`rho_workflow.pipeline` keeps only their order, the run record, resume and
+progress. The training stage ships a :class:`~rho_workflow.workflow.tasks.TrainingSpec` to
+one worker (resubmitted from its last checkpoint on failure) or to a data-parallel group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import uuid
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from rho_workflow.atomic import file_sha256
+from rho_workflow.errors import RhoWorkflowError
+from rho_workflow.workflow.retry import AttemptFailed, with_retries
+from rho_workflow.workflow.tasks import TrainingSpec
+
+__all__ = ["StageError", "simulate", "preprocess", "train", "sample", "evaluate", "training_spec"]
+
+logger = logging.getLogger("rho_workflow")
+
+
+class StageError(RhoWorkflowError, RuntimeError):
+    """A stage cannot run (a missing input, a failed task); the message says what to do."""
+
+
+def require(path: Path, what: str, stage: str) -> None:
+    """Stop with the fix when an earlier stage's artefact is missing."""
+    if not path.exists():
+        raise StageError(f"no {what} at {path}: run the {stage} stage first")
+
+
+def simulate(section: Any) -> dict[str, Any]:
+    """Write the synthetic simulation sweep of the ``simulate`` section."""
+    from rho_workflow.data.make_data import write_sweep
+
+    paths = write_sweep(section.kind, section.out_dir, runs=section.runs, seed=section.seed,
+                        size=section.size, realizations=section.realizations)
+    return {"files": len(paths), "out_dir": section.out_dir}
+
+
+def preprocess(data: Any, store_path: Path, client: Any, progress: bool) -> dict[str, Any]:
+    """Validate the sweep and write the training store (one Dask graph on ``client``)."""
+    from rho_workflow.data.store import preprocess as write_store
+
+    info = write_store(data, store_path, client=client, progress=progress)
+    return {"store": str(info.path), "n_samples": info.n_samples,
+            "split_counts": info.split_counts, "seconds": info.seconds,
+            "throughput_mb_s": info.throughput_mb_s}
+
+
+def training_spec(config: Any, resume: bool, topic: str | None) -> TrainingSpec:
+    """The plain-data training task of a validated pipeline."""
+    out, resolved = config.output, config.to_dict()
+    ckpt = out.checkpoint_path
+    return TrainingSpec(data={"kind": "store", "path": str(out.store_path.resolve()), "split": "train"},
+                        model=resolved["model"], train=config.training.train_config.to_dict(),
+                        metadata={"pipeline": resolved}, checkpoint=str(ckpt.resolve()),
+                        resume=resume and ckpt.is_file(), threads=config.training.threads,
+                        progress_topic=topic)
+
+
+def train(config: Any, client: Any, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train on a worker (``GPU`` resource if asked) or data-parallel on several."""
+    from rho_workflow.workflow.ddp import train_data_parallel
+
+    require(config.output.store_path, "training store", "preprocess")
+    t = config.training
+    topic = f"rho-train-{uuid.uuid4().hex[:8]}"
+    spec = training_spec(config, resume, topic)
+    with _train_progress(client, topic, t.train_config.steps, progress):
+        if t.workers > 1:
+            result = train_data_parallel(client, spec, t.workers, gpu=t.gpu, backend=t.backend,
+                                         timeout_s=t.timeout_s, max_attempts=t.max_attempts)
+        else:
+            result = _train_one(client, spec, gpu=t.gpu, max_attempts=t.max_attempts)
+    return {"checkpoint": result["checkpoint"], "checkpoint_sha256": result["checkpoint_sha256"],
+            "step": result["step"], "final_loss": (result["losses"] or [None])[-1],
+            "steps_per_second": (len(result["losses"]) / result["train_seconds"]
+                                 if result.get("train_seconds") else None),
+            "seconds": result["seconds"], "attempts": result.get("attempts", 1)}
+
+
+def _train_one(client: Any, spec: TrainingSpec, *, gpu: bool, max_attempts: int) -> dict[str, Any]:
+    from rho_workflow.workflow.tasks import train_model
+
+    def attempt(k: int) -> dict[str, Any]:
+        this = dataclasses.replace(spec, resume=spec.resume or (k > 0 and Path(spec.checkpoint).is_file()))
+        future = client.submit(train_model, this, resources={"GPU": 1} if gpu else None,
+                               pure=False, key=f"train-{uuid.uuid4().hex[:10]}")
+        try:
+            return {**future.result(), "attempts": k + 1}
+        except Exception as exc:  # a worker lost or a failed step: resume from checkpoint
+            raise AttemptFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    return with_retries(attempt, max_attempts, "training", StageError)
+
+
+@contextlib.contextmanager
+def _train_progress(client: Any, topic: str, total: int, progress: bool) -> Iterator[None]:
+    """A client-side progress bar fed by the training task's log events."""
+    if not progress:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="train", unit="step", mininterval=1.0)
+
+    def handler(event: Any) -> None:
+        msg = event[1] if isinstance(event, tuple) else event
+        if isinstance(msg, Mapping) and msg.get("kind") == "train":
+            bar.n = int(msg["step"])
+            bar.set_postfix(loss=f"{msg['loss']:.4f}", refresh=False)
+            bar.refresh()
+
+    client.subscribe_topic(topic, handler)
+    try:
+        yield
+    finally:
+        client.unsubscribe_topic(topic)
+        bar.close()
+
+
+def sample(config: Any, plan: Any, client: Any, resume: bool, progress: bool) -> dict[str, Any]:
+    """Sample the sweep ``plan`` in chunk tasks and consolidate it into one labeled file."""
+    from rho_workflow.workflow.output import provenance_attrs
+    from rho_workflow.workflow.sampling import run_sweep
+
+    s, o = config.sampling, config.output
+    sha = file_sha256(o.checkpoint_path)
+    attrs = provenance_attrs(plan, checkpoint_sha256=sha, config=config.to_dict(), title=o.title,
+                             institution=o.institution,
+                             command=f"rho-workflow sample {config.source or config.name}")
+    return run_sweep(plan, o.checkpoint_path, o.samples_path, o.parts_dir, client=client,
+                     resume=resume, fmt=o.format, complevel=o.complevel, dtype=o.dtype, gpu=s.gpu,
+                     threads=s.threads, retries=s.retries, attrs=attrs, keep_parts=o.keep_parts,
+                     progress=progress)
+
+
+def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
+             progress: bool) -> dict[str, Any]:
+    """Generated vs held-out simulated fields at the held-out parameter points, with the
+    model's held-out log-likelihood; returns the result and the sweep's fingerprint."""
+    from rho_workflow.data.store import open_store
+    from rho_workflow.workflow.evaluation import (evaluate_sweep, evaluation_plan,
+                                                  held_out_log_likelihood, reference_points)
+    from rho_workflow.workflow.output import provenance_attrs
+    from rho_workflow.workflow.sampling import run_sweep
+
+    o, e, s = config.output, config.evaluation, config.sampling
+    require(o.checkpoint_path, "checkpoint", "train")
+    with open_store(o.store_path) as store:
+        refs = reference_points(store, e.split, e.max_points)
+    plan = evaluation_plan(refs, s, param_space)
+    out_dir = o.evaluation_dir
+    attrs = provenance_attrs(plan, checkpoint_sha256=file_sha256(o.checkpoint_path),
+                             config=config.to_dict(), title=f"{config.name}: generated fields at "
+                             f"the {e.split} parameter points", institution=o.institution,
+                             command="rho-workflow evaluate")
+    sweep = run_sweep(plan, o.checkpoint_path, out_dir / "samples.nc", out_dir / "parts",
+                      client=client, resume=resume, complevel=o.complevel, gpu=s.gpu,
+                      threads=s.threads, retries=s.retries, attrs=attrs, progress=progress)
+    likelihood = None
+    if e.log_likelihood != "none":
+        likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path, refs,
+                                             method=e.log_likelihood, max_fields=e.likelihood_fields,
+                                             threads=s.threads, gpu=s.gpu)
+    summary = evaluate_sweep(out_dir / "samples.nc", o.store_path, refs, out_dir, bins=e.bins,
+                             figures=e.figures, log_likelihood=likelihood)
+    return {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
+            "points": len(refs), "headline": summary["headline"], "figures": len(summary["figures"]),
+            "log_likelihood": (summary.get("log_likelihood") or {}).get("median_bits_per_dim"),
+            "fingerprint": sweep["fingerprint"]}
