@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -65,11 +64,11 @@ def make_checkpoint(path: Path, size: int, base_channels: int, mults: list[int])
 
 def sweep(points_per_axis: tuple[int, int], members: int, steps: int, batch: int, chunk: int):
     from rho_workflow.params import Parameter, ParamSpace
-    from rho_workflow.workflow.sweep import plan_sweep
+    from rho_workflow.workflow.sweep import SweepRequest, plan_sweep
 
     space = ParamSpace([Parameter("index", "1", low=-3, high=-1),
                         Parameter("amplitude", "Mparsec2", low=0.5, high=2.0)])
-    section = SimpleNamespace(
+    section = SweepRequest(
         grid={"index": {"start": -3, "stop": -1, "num": points_per_axis[0]},
               "amplitude": {"start": 0.5, "stop": 2.0, "num": points_per_axis[1]}},
         table=None, table_units={}, members=members, seed=1, sampler=SAMPLER, steps=steps,

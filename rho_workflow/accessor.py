@@ -22,26 +22,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from rho_workflow.data.labels import default_labels
+from rho_workflow.data.labels import labels_of_dataarray as labels_of
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParamSpace
 from rho_workflow.workflow.output import provenance_attrs, sweep_dataset
 from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
 __all__ = ["RhoDataArrayAccessor", "RhoDatasetAccessor", "sample_sweep", "labels_of"]
-
-
-def labels_of(da: xr.DataArray, sample_dim: str) -> dict[str, Any]:
-    """Output labels (``fields``, ``spatial``) of a DataArray's field and grid."""
-    dims = [d for d in da.dims if d != sample_dim]
-    coords = {}
-    for d in dims:
-        values = da[d].values if d in da.coords else np.arange(da.sizes[d])
-        coords[d] = {"values": np.asarray(values, dtype=np.float64).tolist(),
-                     "units": str(da[d].attrs.get("units", "1")) if d in da.coords else "1"}
-    return {"fields": [{"name": str(da.name or "field"), "units": str(da.attrs.get("units", "1")),
-                        "long_name": da.attrs.get("long_name", str(da.name or "field")),
-                        "standard_name": da.attrs.get("standard_name")}],
-            "spatial": {"dims": dims, "coords": coords}}
 
 
 def _points(da: xr.DataArray, params: Sequence[str], sample_dim: str) -> list[dict[str, Any]]:
@@ -165,6 +153,4 @@ def _sample_plan(model: Any, plan: SweepPlan) -> np.ndarray:
 
 
 def _default_labels(model: Any) -> dict[str, Any]:
-    from rho_workflow.workflow.output import default_metadata
-
-    return default_metadata(model.field_shape)
+    return default_labels(model.field_shape)

@@ -16,7 +16,7 @@ import xarray as xr
 from cf_check import cf_high_priority
 
 from rho_workflow.data.config import DataConfig
-from rho_workflow.data.ingest import build_fields, plan_sweep
+from rho_workflow.data.ingest import build_fields, plan_ingest
 from rho_workflow.data.make_data import write_sweep
 from rho_workflow.data.netcdf import write_netcdf
 from rho_workflow.data.store import open_store, preprocess
@@ -117,7 +117,7 @@ def ocean_files(tmp_path_factory):
 
 
 def test_climate_files_plan(ocean_files):
-    plan = plan_sweep(ocean_config(ocean_files))
+    plan = plan_ingest(ocean_config(ocean_files))
     assert plan.n_samples == 4 * NT and plan.grid.shape == (NY, NX)
     assert set(plan.grid.aux) == {"lat", "lon"}  # 2D curvilinear coordinates are kept
     points = plan.points
@@ -160,7 +160,7 @@ def test_climate_files_units_packing_and_mask(ocean_files, tmp_path):
     assert store.param_space["forcing"].units == "W m-2"
     assert store.param_space["scenario"].values == ("ssp245", "ssp585")
     assert {p["scenario"] for p in points} == {"ssp245", "ssp585"}
-    plan_points = plan_sweep(ocean_config(ocean_files)).points
+    plan_points = plan_ingest(ocean_config(ocean_files)).points
     assert points == plan_points  # the time parameter stays a number of days
     assert store.param_space.to_array(points).shape == (4 * NT, 4)
 
@@ -192,7 +192,7 @@ def test_missing_values_changing_between_runs(ocean_files, tmp_path):
 def test_select_crop_coarsen(ocean_files):
     config = ocean_config(ocean_files, crop={"x": [0, 6]}, coarsen={"y": 2, "x": 2},
                           select={"time": {"start": None, "stop": None}})
-    plan = plan_sweep(config)
+    plan = plan_ingest(config)
     assert plan.grid.shape == (NY // 2, 3)
     np.testing.assert_allclose(plan.grid.coords["x"][0], [0.5, 2.5, 4.5])
     fields = build_fields(plan).compute()
@@ -207,7 +207,7 @@ def test_sweep_with_mixed_units_is_converted(tmp_path):
         "spatial_dims": ["wavenumber"], "sample_dims": ["run"], "units": "cm",
         "params": {"temperature": {"source": "coordinate", "units": "K"},
                    "pressure": {"source": "coordinate", "units": "hPa"}}})
-    plan = plan_sweep(config)
+    plan = plan_ingest(config)
     assert plan.files[1].conversions["line_profile"] == (100.0, 0.0)  # m -> cm
     fields = build_fields(plan).compute()
     # every field is a unit-area line profile in cm over the wavenumber grid (cm-1)
@@ -251,7 +251,7 @@ def test_planning_and_graph_building_read_no_field_values(tmp_path):
 
     rss = psutil.Process().memory_info().rss
     with Count():
-        plan = plan_sweep(config)
+        plan = plan_ingest(config)
         fields = build_fields(plan)
     assert executed == []
     assert psutil.Process().memory_info().rss - rss < 200 * 2 ** 20

@@ -9,7 +9,7 @@ import pytest
 
 from laziness import raise_if_dask_computes
 from rho_workflow.data.config import DataConfig
-from rho_workflow.data.ingest import plan_sweep as plan_ingest
+from rho_workflow.data.ingest import plan_ingest
 from rho_workflow.data.make_data import write_sweep
 from rho_workflow.data.store import preprocess_graph
 from rho_workflow.params import Parameter, ParamSpace

@@ -13,7 +13,7 @@ from cf_check import cf_high_priority
 
 from rho_workflow.data import pointdata, synthetic
 from rho_workflow.data.config import DataConfig
-from rho_workflow.data.ingest import build_fields, plan_sweep
+from rho_workflow.data.ingest import build_fields, plan_ingest
 from rho_workflow.data.make_data import ALL_KINDS, DESIGN_STREAM, LAYOUTS, main, write_sweep
 from rho_workflow.data.units import parse_units
 
@@ -109,7 +109,7 @@ def test_udunits_accepts_every_unit_string(sweeps):
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_sweep_ingests_with_its_design(sweeps, kind):
     config = DataConfig.from_dict({**CONFIGS[kind], "files": str(sweeps / kind / "*.nc")})
-    plan = plan_sweep(config)
+    plan = plan_ingest(config)
     per_run = {"lognormal-field": 2, "swiss-roll": 8, "heartbeat": 8}.get(kind, 1)
     assert plan.n_samples == RUNS * per_run
     expected = design(kind)
@@ -143,7 +143,7 @@ def test_packed_and_varying_units(tmp_path):
         assert nc.variables["x"].units == "kparsec"
         assert nc.variables["amplitude"].units == "kparsec2"
     config = DataConfig.from_dict({**CONFIGS["gaussian-field"], "files": str(tmp_path / "*.nc")})
-    plan = plan_sweep(config)  # same grid and parameters after conversion
+    plan = plan_ingest(config)  # same grid and parameters after conversion
     design0 = design("gaussian-field", runs=2)
     assert [p["amplitude"] for p in plan.points] == pytest.approx(
         [d["amplitude"] for d in design0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from cf_check import cf_report
 from rho_workflow.params import Parameter, ParamSpace
 from rho_workflow.workflow.output import (flat_range_boxes, provenance_attrs, sweep_dataset,
                                           write_sweep_output)
-from rho_workflow.workflow.sweep import plan_sweep
+from rho_workflow.workflow.sweep import SweepRequest, plan_sweep
 
 SPACE = ParamSpace([Parameter("index", "1", low=-3, high=-1),
                     Parameter("amplitude", "Mpc2", low=0.5, high=2.0)])
@@ -33,7 +32,7 @@ def plan(layout="grid", chunk_size=4):
         kw["grid"] = {"index": [-2.5, -2.0], "amplitude": {"start": 0.5, "stop": 2.0, "num": 3}}
     else:
         kw["table"] = [{"index": -2.2, "amplitude": 0.7}, {"index": -1.1, "amplitude": 1.9}]
-    return plan_sweep(SimpleNamespace(**kw), SPACE)
+    return plan_sweep(SweepRequest(**kw), SPACE)
 
 
 def write(path, p, samples, fmt="netcdf"):

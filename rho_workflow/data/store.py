@@ -34,7 +34,7 @@ import xarray as xr
 
 from rho_workflow.atomic import atomic_dir
 from rho_workflow.data.config import DataConfig
-from rho_workflow.data.ingest import SAMPLE_DIM, SweepPlan, build_fields, plan_sweep
+from rho_workflow.data.ingest import SAMPLE_DIM, IngestPlan, build_fields, plan_ingest
 from rho_workflow.data.netcdf import CONVENTIONS
 from rho_workflow.data.training_store import SPLITS, TrainingStore, open_store
 from rho_workflow.data.transforms import (Affine, Chain, Log, MinMax, PerChannel, Transform,
@@ -110,7 +110,7 @@ def assign_split(points: Sequence[dict[str, Any]], files: Sequence[str], validat
     return np.array([code[k] for k in keys], dtype=np.int8)
 
 
-def build_param_space(plan: SweepPlan) -> ParamSpace:
+def build_param_space(plan: IngestPlan) -> ParamSpace:
     """Parameters with canonical units; ranges declared in the config or spanning the data."""
     params = []
     points = plan.points
@@ -159,7 +159,7 @@ def _store_format(config: DataConfig, path: Path) -> str:
     return "netcdf" if path.suffix in (".nc", ".nc4") else "zarr"
 
 
-def _output_dataset(plan: SweepPlan, fields: da.Array, split: np.ndarray) -> xr.Dataset:
+def _output_dataset(plan: IngestPlan, fields: da.Array, split: np.ndarray) -> xr.Dataset:
     config, grid = plan.config, plan.grid
     dims = (SAMPLE_DIM,) + grid.dims
     data_vars = {}
@@ -240,7 +240,7 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
     start = time.perf_counter()
     store_path = Path(store_path)
     fmt = _store_format(config, store_path)
-    plan = plan_sweep(config)
+    plan = plan_ingest(config)
     timings = {"plan": time.perf_counter() - start}
     graph = preprocess_graph(plan)
     split, fields, out, log_channels = graph.split, graph.fields, graph.dataset, graph.log_channels
@@ -286,7 +286,7 @@ class PreprocessGraph:
     reference: Any
 
 
-def preprocess_graph(plan: SweepPlan) -> PreprocessGraph:
+def preprocess_graph(plan: IngestPlan) -> PreprocessGraph:
     """Build the lazy preprocessing graph of an ingest ``plan`` (reads metadata only)."""
     config = plan.config
     split = assign_split(plan.points, plan.sample_files, config.split.validation,
@@ -298,7 +298,7 @@ def preprocess_graph(plan: SweepPlan) -> PreprocessGraph:
                            summaries, reference)
 
 
-def _check_graph(plan: SweepPlan, fields: da.Array, split: np.ndarray,
+def _check_graph(plan: IngestPlan, fields: da.Array, split: np.ndarray,
                  log_channels: Sequence[int]) -> tuple[list, Any]:
     """Lazy per-block statistics and checks, from the same chunks the store is written from."""
     config = plan.config
@@ -314,7 +314,7 @@ def _check_graph(plan: SweepPlan, fields: da.Array, split: np.ndarray,
     return summaries, ref_delayed
 
 
-def _judge(plan: SweepPlan, summaries: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+def _judge(plan: IngestPlan, summaries: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     """Every value problem of the computed summaries (raised together), else the combined
     statistics of each channel over the training split."""
     config = plan.config
@@ -332,7 +332,7 @@ def _judge(plan: SweepPlan, summaries: Sequence[dict[str, Any]]) -> list[dict[st
     return stats
 
 
-def _finish(tmp: Path, fmt: str, plan: SweepPlan, transform: Transform, param_space: ParamSpace,
+def _finish(tmp: Path, fmt: str, plan: IngestPlan, transform: Transform, param_space: ParamSpace,
             stats: list[dict[str, float]], reference: np.ndarray | None,
             split: np.ndarray) -> None:
     """Add mask, transform, statistics and provenance to the written temporary store."""

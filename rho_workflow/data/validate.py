@@ -52,6 +52,14 @@ class DataValidationError(RhoWorkflowError, ValueError):
                          "nothing was written):\n  " + "\n  ".join(lines))
 
 
+def short_values(values: Any) -> str:
+    """A short text of an array of values for a message (first, second, ..., last)."""
+    values = np.asarray(values).ravel()
+    if values.size <= 4:
+        return str(values.tolist())
+    return f"[{values[0]}, {values[1]}, ..., {values[-1]}] ({values.size} values)"
+
+
 def raise_if_problems(problems: Sequence[Problem]) -> None:
     if problems:
         raise DataValidationError(problems)

@@ -15,7 +15,6 @@ The field labels come from the model's ``metadata`` (written by the train stage)
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
@@ -27,6 +26,8 @@ import xarray as xr
 
 import rho_workflow
 from rho_workflow.atomic import atomic_path
+from rho_workflow.data.labels import default_labels as default_metadata
+from rho_workflow.provenance import utc_now
 from rho_workflow.workflow.sweep import SweepPlan
 
 __all__ = ["flat_range_boxes", "sweep_template", "sweep_dataset", "write_sweep_output",
@@ -69,20 +70,6 @@ def flat_range_boxes(start: int, stop: int, shape: Sequence[int]
     if r1:
         for box, a, b in flat_range_boxes(0, r1, shape[1:]):
             yield (slice(i1, i1 + 1), *box), i1 * inner + a, i1 * inner + b
-
-
-def default_metadata(field_shape: Sequence[int], names: Sequence[str] | None = None,
-                     units: Sequence[str] | None = None) -> dict[str, Any]:
-    """Labels for a model without recorded ones: ``field``/``field_<c>``, units ``1``,
-    grid dims ``x``/``y``/``z`` with cell-index coordinates."""
-    channels, *spatial = field_shape
-    names = list(names or (["field"] if channels == 1 else [f"field_{c}" for c in range(channels)]))
-    units = list(units or ["1"] * channels)
-    dims = ["x", "y", "z"][:len(spatial)] if len(spatial) > 1 else ["x"]
-    return {"fields": [{"name": n, "units": u, "long_name": n.replace("_", " ")}
-                       for n, u in zip(names, units)],
-            "spatial": {"dims": dims, "coords": {d: {"values": list(range(s)), "units": "1"}
-                                                 for d, s in zip(dims, spatial)}}}
 
 
 def udunits(units: str) -> str:
@@ -157,7 +144,7 @@ def provenance_attrs(plan: SweepPlan, *, checkpoint_sha256: str | None, config: 
                      title: str | None = None, institution: str | None = None,
                      command: str = "rho-workflow sample") -> dict[str, Any]:
     """Global CF attributes and provenance of a generated sweep."""
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = utc_now()
     attrs = {
         "Conventions": "CF-1.8",
         "title": title or "rho-Diffusion generated parameter sweep",

@@ -36,12 +36,12 @@ def sweep_fingerprint(plan: SweepPlan, checkpoint_sha256: str, dtype: str) -> st
 
 def checkpoint_labels(checkpoint: str | Path) -> tuple[dict[str, Any], list[int]]:
     """The output labels (``metadata``) and ``field_shape`` recorded in a checkpoint."""
-    from rho_workflow.workflow.output import default_metadata
+    from rho_workflow.data.labels import default_labels
 
     config = load_checkpoint(checkpoint)["config"]
     metadata = dict(config.get("metadata") or {})
     if "fields" not in metadata or "spatial" not in metadata:
-        metadata = {**default_metadata(config["field_shape"]), **metadata}
+        metadata = {**default_labels(config["field_shape"]), **metadata}
     return metadata, list(config["field_shape"])
 
 

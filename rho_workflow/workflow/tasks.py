@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from rho_workflow.atomic import atomic_save_npy, file_sha256
+from rho_workflow.data.labels import field_labels
 
 __all__ = ["cached_model", "sample_chunk", "log_likelihood_task", "TrainingSpec", "train_model", "set_torch_threads", "log_progress",
            "load_training_data", "build_model", "chunk_work", "store_labels"]
@@ -161,14 +162,8 @@ def load_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def store_labels(meta: Mapping[str, Any]) -> dict[str, Any]:
     """Output labels (``fields``, ``spatial``) from a training store's ``metadata()``."""
-    fields = []
-    for v in meta["variables"]:
-        fields.append({"name": v["name"], "units": v.get("units", "1"),
-                       "long_name": v.get("long_name") or v["name"],
-                       "standard_name": v.get("standard_name")})
-    return {"fields": fields,
-            "spatial": {"dims": list(meta["spatial_dims"]), "coords": dict(meta["coords"])},
-            "store": {"path": meta.get("store"), "provenance": meta.get("provenance")}}
+    labels = field_labels(meta["variables"], meta["spatial_dims"], meta["coords"])
+    return {**labels, "store": {"path": meta.get("store"), "provenance": meta.get("provenance")}}
 
 
 def build_model(model_section: Mapping[str, Any], loaded: Mapping[str, Any],
