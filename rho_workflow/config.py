@@ -15,8 +15,6 @@ checkpoint and every output of the run.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,6 +27,7 @@ from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.diffusion.samplers import SAMPLERS as SAMPLER_REGISTRY
 
 from rho_workflow.training.trainer import TrainConfig
+from rho_workflow.workflow.sweep import check_grid_spec
 from rho_workflow.workflow.cluster import ClusterKind, cluster_from_config
 from rho_workflow.workflow.schema import ConfigError, check_value, build_section, opt
 
@@ -146,7 +145,7 @@ class SamplingSection:
             problems.append(f"{path}: give exactly one of 'grid' (Cartesian product of values) or "
                             "'table' (list of points)")
         if self.grid is not None:
-            problems.extend(_check_grid(self.grid, f"{path}.grid"))
+            problems.extend(check_grid_spec(self.grid, f"{path}.grid"))
         if isinstance(self.table, list):
             for i, row in enumerate(self.table):
                 if not isinstance(row, Mapping) or not row:
@@ -156,46 +155,6 @@ class SamplingSection:
             if not isinstance(units, str):
                 problems.append(f"{path}.table_units.{name}: must be a unit string, got {units!r}")
         return problems
-
-
-def _check_grid(grid: Mapping[str, Any], path: str) -> list[str]:
-    problems = []
-    if not grid:
-        problems.append(f"{path}: needs at least one parameter")
-    for name, spec in grid.items():
-        key = f"{path}.{name}"
-        if isinstance(spec, list):
-            spec = {"values": spec}
-        if not isinstance(spec, Mapping):
-            problems.append(f"{key}: must be a list of values or a mapping with 'values' or "
-                            f"'start'/'stop'/'num'|'step' (and optional 'units'), got {spec!r}")
-            continue
-        allowed = {"values", "start", "stop", "num", "step", "units"}
-        unknown = sorted(set(spec) - allowed)
-        if unknown:
-            problems.append(f"{key}: unknown keys {unknown}; valid keys are {sorted(allowed)}")
-        if "units" in spec and not isinstance(spec["units"], str):
-            problems.append(f"{key}.units: must be a unit string, got {spec['units']!r}")
-        if "values" in spec:
-            if set(spec) & {"start", "stop", "num", "step"}:
-                problems.append(f"{key}: give either 'values' or a range 'start'/'stop'/'num'|'step'")
-            elif not isinstance(spec["values"], list) or not spec["values"]:
-                problems.append(f"{key}.values: must be a non-empty list, got {spec['values']!r}")
-            continue
-        for k in ("start", "stop"):
-            v = spec.get(k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                problems.append(f"{key}.{k}: a range needs a number, got {v!r}")
-        if ("num" in spec) == ("step" in spec):
-            problems.append(f"{key}: a range needs exactly one of 'num' (points, ends included) "
-                            "or 'step' (spacing)")
-        elif "num" in spec and (not isinstance(spec["num"], int) or isinstance(spec["num"], bool)
-                                or spec["num"] < 1):
-            problems.append(f"{key}.num: must be an integer >= 1, got {spec['num']!r}")
-        elif "step" in spec and (isinstance(spec["step"], bool)
-                                 or not isinstance(spec["step"], (int, float)) or spec["step"] <= 0):
-            problems.append(f"{key}.step: must be a number > 0, got {spec['step']!r}")
-    return problems
 
 
 @dataclass

@@ -31,7 +31,7 @@ from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParameterError, ParamSpace
 from rho_workflow.workflow.schema import ConfigError
 
-__all__ = ["SweepRequest", "Chunk", "SweepPlan", "plan_sweep", "grid_axis_values", "read_table"]
+__all__ = ["check_grid_spec", "SweepRequest", "Chunk", "SweepPlan", "plan_sweep", "grid_axis_values", "read_table"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,47 @@ class SweepPlan:
 def _short(values: Sequence[Any]) -> str:
     shown = [f"{v:.4g}" if isinstance(v, float) else repr(v) for v in values[:4]]
     return "[" + ", ".join(shown) + (", ...]" if len(values) > 4 else "]")
+
+
+def check_grid_spec(grid: Mapping[str, Any], path: str) -> list[str]:
+    """Every problem of a ``sampling.grid`` mapping (values, or ranges with num | step, units)."""
+    problems = []
+    if not grid:
+        problems.append(f"{path}: needs at least one parameter")
+    for name, spec in grid.items():
+        key = f"{path}.{name}"
+        if isinstance(spec, list):
+            spec = {"values": spec}
+        if not isinstance(spec, Mapping):
+            problems.append(f"{key}: must be a list of values or a mapping with 'values' or "
+                            f"'start'/'stop'/'num'|'step' (and optional 'units'), got {spec!r}")
+            continue
+        allowed = {"values", "start", "stop", "num", "step", "units"}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            problems.append(f"{key}: unknown keys {unknown}; valid keys are {sorted(allowed)}")
+        if "units" in spec and not isinstance(spec["units"], str):
+            problems.append(f"{key}.units: must be a unit string, got {spec['units']!r}")
+        if "values" in spec:
+            if set(spec) & {"start", "stop", "num", "step"}:
+                problems.append(f"{key}: give either 'values' or a range 'start'/'stop'/'num'|'step'")
+            elif not isinstance(spec["values"], list) or not spec["values"]:
+                problems.append(f"{key}.values: must be a non-empty list, got {spec['values']!r}")
+            continue
+        for k in ("start", "stop"):
+            v = spec.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                problems.append(f"{key}.{k}: a range needs a number, got {v!r}")
+        if ("num" in spec) == ("step" in spec):
+            problems.append(f"{key}: a range needs exactly one of 'num' (points, ends included) "
+                            "or 'step' (spacing)")
+        elif "num" in spec and (not isinstance(spec["num"], int) or isinstance(spec["num"], bool)
+                                or spec["num"] < 1):
+            problems.append(f"{key}.num: must be an integer >= 1, got {spec['num']!r}")
+        elif "step" in spec and (isinstance(spec["step"], bool)
+                                 or not isinstance(spec["step"], (int, float)) or spec["step"] <= 0):
+            problems.append(f"{key}.step: must be a number > 0, got {spec['step']!r}")
+    return problems
 
 
 def grid_axis_values(spec: Any, name: str, units: str, path: str) -> list:
