@@ -237,20 +237,11 @@ def _compare_grid(ref: Grid, grid: Grid, where: str, var: str, ref_file: str,
                                         "regrid the runs to a common grid"))
 
 
-def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
-               ) -> tuple[FilePlan | None, Grid, dict[str, dict[str, str]]] | None:
-    """Plan of one file, its grid and field attributes; None parts where problems were
-    found (the grid is still returned when only the parameters failed)."""
-    where = str(path)
-    try:
-        ds = open_sweep_file(path)
-    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError ...
-        problems.append(Problem(where, None, type(exc).__name__, "every file must be a "
-                                f"readable netCDF file ({exc})", "regenerate or re-copy the "
-                                "file; it may be truncated or not netCDF"))
-        return None
+def _field_arrays(ds: xr.Dataset, config: DataConfig, where: str, problems: list[Problem]
+                  ) -> tuple[dict[str, xr.DataArray], dict[str, tuple[float, float]], dict[str, dict]]:
+    """Each field variable of a file (selected), its unit conversion and CF attributes;
+    problems of the missing, misshapen or unconvertible ones appended."""
     arrays, conversions, attrs = {}, {}, {}
-    n_problems = len(problems)
     for var in config.variables:
         if var not in ds.data_vars and var not in ds.coords:
             problems.append(Problem(where, var, var, f"the field variable must exist (the file "
@@ -279,6 +270,23 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
         arrays[var], conversions[var] = arr, conv
         attrs[var] = {k: str(arr.attrs[k]) for k in ("long_name", "standard_name", "units")
                       if k in arr.attrs}
+    return arrays, conversions, attrs
+
+
+def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
+               ) -> tuple[FilePlan | None, Grid, dict[str, dict[str, str]]] | None:
+    """Plan of one file, its grid and field attributes; None parts where problems were
+    found (the grid is still returned when only the parameters failed)."""
+    where = str(path)
+    try:
+        ds = open_sweep_file(path)
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError ...
+        problems.append(Problem(where, None, type(exc).__name__, "every file must be a "
+                                f"readable netCDF file ({exc})", "regenerate or re-copy the "
+                                "file; it may be truncated or not netCDF"))
+        return None
+    n_problems = len(problems)
+    arrays, conversions, attrs = _field_arrays(ds, config, where, problems)
     if len(problems) > n_problems or not arrays:
         return None
     first = arrays[config.variables[0]]

@@ -153,8 +153,7 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
     write ``summary.json`` and figures under ``out_dir``; return the summary."""
     from rho_workflow.data.store import open_store
     from rho_workflow.evaluate.metrics import compare_fields
-    from rho_workflow.evaluate.plots import (plot_field_gallery, plot_spectra,
-                                             plot_value_histograms)
+    from rho_workflow.evaluate.plots import plot_spectra, plot_value_histograms
     from rho_workflow.workflow.output import udunits
 
     out_dir = Path(out_dir)
@@ -187,23 +186,10 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
             summary["points"].append(entry)
         summary["pooled"] = {}
         for var, (gens, ref_list) in pooled.items():
-            pooled_metrics = compare_fields(np.concatenate(gens), np.concatenate(ref_list), None)
-            summary["pooled"][var] = pooled_metrics
+            summary["pooled"][var] = compare_fields(np.concatenate(gens), np.concatenate(ref_list), None)
             if figures:
-                panels, titles = [], []
-                for gen, ref, (point, _) in list(zip(gens, ref_list, refs))[:4]:
-                    panels += [gen[0], ref[0]]
-                    titles += [f"generated, {_point_title(point)}", "held-out simulation"]
-                coords = meta["coords"]
-                labels = [f"{d} [{udunits(coords[d].get('units', '1'))}]" for d in dims]
-                extent = None
-                if len(dims) == 2:
-                    xs, ys = (np.asarray(coords[d]["values"]) for d in dims)
-                    extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
-                path = plot_field_gallery(panels, titles, out_dir / f"gallery_{var}.png",
-                                          extent=extent, axis_labels=labels,
-                                          units=store.field_attrs.get(var, {}).get("units"))
-                summary["figures"].append(str(path))
+                summary["figures"].append(_gallery(out_dir, var, gens, ref_list, refs, meta,
+                                                   store.field_attrs.get(var, {}).get("units")))
     summary["headline"] = _headline(summary)
     _add_likelihoods(summary, log_likelihood)
     if log_likelihood is not None:
@@ -212,6 +198,26 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         summary["figures"] += _diagnostics(out_dir, log_likelihood, figures)
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, meta: Mapping[str, Any],
+             units: str | None) -> str:
+    """Generated beside held-out fields at the first four points, axes in grid units."""
+    from rho_workflow.evaluate.plots import plot_field_gallery
+    from rho_workflow.workflow.output import udunits
+
+    panels, titles = [], []
+    for gen, ref, (point, _) in list(zip(gens, ref_list, refs))[:4]:
+        panels += [gen[0], ref[0]]
+        titles += [f"generated, {_point_title(point)}", "held-out simulation"]
+    dims, coords = list(meta["spatial_dims"]), meta["coords"]
+    labels = [f"{d} [{udunits(coords[d].get('units', '1'))}]" for d in dims]
+    extent = None
+    if len(dims) == 2:
+        xs, ys = (np.asarray(coords[d]["values"]) for d in dims)
+        extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+    return str(plot_field_gallery(panels, titles, out_dir / f"gallery_{var}.png", extent=extent,
+                                  axis_labels=labels, units=units))
 
 
 def _point_title(point: Mapping[str, Any]) -> str:

@@ -81,27 +81,11 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
     t0 = time.perf_counter()
     workers: set[str] = set()
     chunks = {c.index: c for c in plan.chunks}
-    if client is None:
-        for i in todo:
-            part = parts_dir / f"chunk-{i:06d}.npy"
-            result = sample_chunk(chunk_work(plan, chunks[i]), part_path=str(part), **kwargs)
-            manifest.record(i, result)
-            workers.add(result["worker"])
-            bar.update(1)
-    else:
-        from distributed import as_completed
-
-        futures = [client.submit(sample_chunk, chunk_work(plan, chunks[i]),
-                                 part_path=str(parts_dir / f"chunk-{i:06d}.npy"), **kwargs,
-                                 key=f"sample-chunk-{fingerprint[:10]}-{i:06d}", pure=False,
-                                 retries=retries, resources={"GPU": 1} if gpu else None)
-                   for i in todo]
-        for future in as_completed(futures):
-            result = future.result()
-            manifest.record(result["index"], result)
-            workers.add(result["worker"])
-            bar.update(1)
-            future.release()
+    for result in _run_chunks(plan, todo, parts_dir, client, kwargs, key=fingerprint[:10],
+                              retries=retries, gpu=gpu):
+        manifest.record(result["index"], result)
+        workers.add(result["worker"])
+        bar.update(1)
     seconds = time.perf_counter() - t0
     bar.close()
     n_run = sum(chunks[i].size for i in todo)
@@ -118,6 +102,29 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
             "samples_per_second": n_run / seconds if seconds > 0 and n_run else 0.0,
             "consolidate_seconds": consolidate_seconds, "workers": sorted(workers),
             "checkpoint_sha256": sha, "fingerprint": fingerprint}
+
+
+def _run_chunks(plan: SweepPlan, todo: list[int], parts_dir: Path, client: Any,
+                kwargs: Mapping[str, Any], *, key: str, retries: int,
+                gpu: bool) -> Iterator[dict[str, Any]]:
+    """The result of each chunk in ``todo`` as it finishes: one Dask task per chunk on
+    ``client`` (retried ``retries`` times), or one after the other in this process."""
+    chunks = {c.index: c for c in plan.chunks}
+    if client is None:
+        for i in todo:
+            part = parts_dir / f"chunk-{i:06d}.npy"
+            yield sample_chunk(chunk_work(plan, chunks[i]), part_path=str(part), **kwargs)
+        return
+    from distributed import as_completed
+
+    futures = [client.submit(sample_chunk, chunk_work(plan, chunks[i]),
+                             part_path=str(parts_dir / f"chunk-{i:06d}.npy"), **kwargs,
+                             key=f"sample-chunk-{key}-{i:06d}", pure=False,
+                             retries=retries, resources={"GPU": 1} if gpu else None)
+               for i in todo]
+    for future in as_completed(futures):
+        yield future.result()
+        future.release()
 
 
 def _read_parts(plan: SweepPlan, manifest: Manifest, sample_shape: tuple[int, ...],
