@@ -20,13 +20,17 @@ Three problems, each on held-out data, one torch thread:
   zero_mean="project") + log N(c; 0, lambda_1)``. NLL in bits/dim by the ODE and the bound
   against the exact NLL of the same held-out fields, at a training point and a held-out point.
 
-    .venv/bin/python bench/likelihood.py [--smoke] [--out PATH]
+    .venv/bin/python bench/likelihood.py [--smoke] [--out PATH] [--resume]
+
+Each finished section is kept in ``bench/work/likelihood_sections/`` (git-ignored);
+``--resume`` reuses those of the same sizes instead of recomputing them.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -38,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_output_options, machine, result_path, table, write_result  # noqa: E402
 
+from rho_workflow.api import RhoModel  # noqa: E402
 from rho_workflow.data import synthetic  # noqa: E402
 from rho_workflow.diffusion.binomial import FlipRateNet, binomial_bound, binomial_loss  # noqa: E402
 from rho_workflow.diffusion.likelihood import log_prob, null_log_prob  # noqa: E402
@@ -289,8 +294,6 @@ def grf_exact(fields: np.ndarray, point: dict) -> np.ndarray:
 
 
 def train_grf_model(cfg: dict):
-    from rho_workflow.api import RhoModel
-
     size = cfg["grf_size"]
     space = synthetic.field_spec("gaussian-field", size).param_space()
     rng = np.random.default_rng(5)
@@ -341,16 +344,33 @@ def random_fields(cfg: dict) -> dict:
 
 # -- main ----------------------------------------------------------------------------------------
 
+SECTIONS = Path(__file__).resolve().parent / "work" / "likelihood_sections"
+
+
+def run_section(name: str, fn, cfg: dict, args: argparse.Namespace) -> dict:
+    """``fn(cfg)``, kept as JSON; with ``--resume`` a kept result of the same sizes is reused."""
+    path = SECTIONS / ("smoke" if args.smoke else "full") / f"{name}.json"
+    if args.resume and path.exists():
+        kept = json.loads(path.read_text())
+        if kept.get("sizes") == cfg:
+            log(f"{name}: reused {path}")
+            return kept["result"]
+    result = fn(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_result(path, {"sizes": cfg, "result": result})
+    return json.loads(path.read_text())["result"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_output_options(ap, "likelihood")
+    ap.add_argument("--resume", action="store_true", help="reuse the sections kept by an earlier run")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = SMOKE if args.smoke else FULL
     start = time.perf_counter()
-    roll = swiss_roll(cfg)
-    beat = heartbeat(cfg)
-    grf = random_fields(cfg)
+    roll, beat, grf = (run_section(name, fn, cfg, args) for name, fn in
+                       (("swiss_roll", swiss_roll), ("heartbeat", heartbeat), ("gaussian_fields", random_fields)))
     text = "\n\n".join([
         "Swiss roll (bits per sample; paper: K = 2.35, K - L_null = 6.45)",
         table(roll["rows"], ["model", "log_lik_bits", "se_bits", "minus_truth_bits", "minus_truth_se",
