@@ -51,11 +51,15 @@ def plot_diagnostics(ds: xr.Dataset, path: str | os.PathLike, *, title: str | No
     ax = axes[0]
     lower = ds["reverse_entropy_lower"].values
     lower = np.where(np.isfinite(lower), lower, np.nan)  # -inf at t = 1 (beta_tilde_1 = 0)
-    ax.fill_between(t, lower, ds["reverse_entropy_upper"].values,
-                    alpha=0.3, label="eq. 24 bounds on H(X$^{t-1}$|X$^t$)")
-    ax.plot(t, ds["entropy_given_x0"].values, label="H$_q$(X$^t$|X$^0$)")
+    upper = ds["reverse_entropy_upper"].values
+    ax.fill_between(t, lower, upper, color="tab:orange", alpha=0.25)
+    ax.plot(t, upper, color="tab:orange", lw=1.2, label="eq. 24 upper: ½ log(2πe β$_t$)")
+    ax.plot(t, lower, color="tab:orange", lw=1.2, ls="--",
+            label="eq. 24 lower: ½ log(2πe $\\tilde{β}_t$)")
+    ax.plot(t, ds["entropy_given_x0"].values, color="tab:blue", label="H$_q$(X$^t$|X$^0$)")
     ax.set_ylabel("entropy [nats / dim]")
-    ax.legend(fontsize=8)
+    ax.set_title("reverse-step entropy H(X$^{t-1}$|X$^t$) lies between the orange lines", fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     if has_kl:
         kl = ds["kl_per_step"].values
         ok = np.isfinite(kl) & (kl > 0)
@@ -63,5 +67,5 @@ def plot_diagnostics(ds: xr.Dataset, path: str | os.PathLike, *, title: str | No
         axes[1].set_ylabel("KL term L$_{t-1}$ [nats / dim]")
     axes[-1].set_xlabel("diffusion step t")
     if title:
-        axes[0].set_title(title, fontsize=9)
+        fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
