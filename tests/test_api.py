@@ -200,3 +200,28 @@ def test_default_sampler_is_dpmpp_3m_and_warns_below_its_step_range():
         warnings.simplefilter("error")
         model.sample(point, n=2, steps=12, seed=3)
         model.sample(point, n=2, steps=5, seed=3, sampler="dpmpp_2m")
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_non_positive_or_fractional_counts_are_refused(n):
+    from rho_workflow.errors import RhoWorkflowError
+
+    space = ParamSpace([Parameter("a", "1", low=0.0, high=1.0)])
+    model = RhoModel.create((8,), space, network={"kind": "unet", "dims": 1, "base_channels": 8,
+                                                  "channel_mults": [1], "num_res_blocks": 1,
+                                                  "attention_levels": []}, device="cpu")
+    with pytest.raises(RhoWorkflowError, match="n must be an integer >= 1"):
+        model.sample({"a": 0.5}, n=n)
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    import os
+
+    from rho_workflow.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644

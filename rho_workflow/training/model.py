@@ -24,6 +24,7 @@ from rho_workflow.diffusion.random import BatchGenerator, derive_seed
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS, sampler_spec
 from rho_workflow.diffusion.schedules import make_schedule, sampling_sigmas
 from rho_workflow.models import FeatureEncoder, build_network, fourier_aliasing
+from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.params import ParamSpace
 from rho_workflow.training.checkpoint import load_checkpoint, save_checkpoint
 from rho_workflow.training.likelihood import FieldLogProb, field_log_prob
@@ -33,6 +34,10 @@ __all__ = ["TrainedModel", "default_network", "DEFAULT_SAMPLER", "DEFAULT_SPACIN
 
 #: Re-exported from the sampler registry (rho_workflow.diffusion.samplers), where the facts live.
 DEFAULT_SPACING = {name: spec.spacing for name, spec in SAMPLERS.items()}
+
+
+class SampleRequestError(RhoWorkflowError, ValueError):
+    """A sampling request breaks a rule (the count, the points, the seeds)."""
 
 
 def default_network(field_shape: Sequence[int], channels: int = 1) -> dict[str, Any]:
@@ -210,6 +215,9 @@ class TrainedModel:
         Sample ``i`` at point ``p`` uses the seed ``derive_seed(seed, p, i)``. Keywords are
         those of :meth:`sample_seeded`.
         """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise SampleRequestError(f"sample: n={n!r} fields per point; the rule: n must be an "
+                                     "integer >= 1; fix: pass n=1 or more")
         points = [params] if isinstance(params, Mapping) else list(params)
         flat = [pt for pt in points for _ in range(n)]
         seeds = [derive_seed(seed, dict(pt), i) for pt in points for i in range(n)]
