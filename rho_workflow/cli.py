@@ -3,6 +3,7 @@
     rho-workflow run PIPELINE.yaml [--dry-run] [--resume] [--cluster SPEC]
     rho-workflow preprocess|train|sample|evaluate PIPELINE.yaml [--resume] [--cluster SPEC]
     rho-workflow make-data KIND OUT_DIR --runs N --seed S
+    rho-workflow schema            # JSON Schema of the pipeline file, for editors
 
 ``--cluster`` replaces the pipeline's cluster section: a kind name (``local``, ``slurm``, ...),
 a YAML file holding a cluster section, or inline YAML (``"{kind: local, n_workers: 4}"``).
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     make = sub.add_parser("make-data", help="write a synthetic simulation sweep as netCDF")
     add_arguments(make)
+    sub.add_parser("schema", help="print the JSON Schema of the pipeline file (for editors that "
+                   "validate YAML as you type)")
     return parser
 
 
@@ -78,6 +81,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from rho_workflow.data.make_data import run
 
         return run(args)
+    if args.command == "schema":
+        from rho_workflow.config import PipelineConfig
+
+        print(json.dumps(PipelineConfig.json_schema(), indent=2))
+        return 0
     from rho_workflow.pipeline import Pipeline
     from rho_workflow.workflow.cluster import parse_cluster_override
 

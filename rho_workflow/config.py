@@ -14,22 +14,24 @@ checkpoint and every output of the run.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping, Union
 
 import yaml
+from pydantic import Field, field_validator, model_validator
 
 from rho_workflow.atomic import fingerprint as config_fingerprint
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.diffusion.samplers import SAMPLERS as SAMPLER_REGISTRY
 
+from rho_workflow.data.config import DataConfig
 from rho_workflow.training.trainer import TrainConfig
 from rho_workflow.workflow.sweep import check_grid_spec
-from rho_workflow.workflow.cluster import ClusterKind, cluster_from_config
-from rho_workflow.workflow.schema import ConfigError, check_value, build_section, opt
+from rho_workflow.workflow.cluster import (CLUSTER_KINDS, AddressKind, ClusterKind, LocalKind, PBSKind,
+                                           SchedulerFileKind, SLURMKind, cluster_from_config)
+from rho_workflow.errors import ConfigError
+from rho_workflow.sections import Section, validate_section
 
 __all__ = ["ConfigError", "PipelineConfig", "SimulateSection", "ModelSection", "TrainingSection", "SamplingSection",
            "EvaluationSection", "OutputSection", "load_pipeline", "config_fingerprint",
@@ -40,42 +42,41 @@ SECTIONS = ("name", "description", "simulate", "data", "model", "training", "sam
 SAMPLERS = tuple(SAMPLER_REGISTRY)  # names from the one sampler registry
 
 
-@dataclass
-class SimulateSection:
+class SimulateSection(Section):
     """Optional first stage: write a synthetic simulation sweep (``make-data``) to ``out_dir``.
 
     Demos and tests use it to make the netCDF files that the ``data`` section then reads.
     """
 
-    kind: str = opt(types=(str,))
-    out_dir: str = opt(types=(str,))
-    runs: int = opt(64, types=(int,), ge=1)
-    realizations: int = opt(4, types=(int,), ge=1)
-    size: int = opt(32, types=(int,), ge=2)
-    seed: int = opt(0, types=(int,), ge=0)
+    kind: str
+    out_dir: str
+    runs: int = Field(64, ge=1)
+    realizations: int = Field(4, ge=1)
+    size: int = Field(32, ge=2)
+    seed: int = Field(0, ge=0)
 
-    def check(self, path: str) -> list[str]:
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
         from rho_workflow.data.make_data import ALL_KINDS
 
-        if self.kind not in ALL_KINDS:
-            return [f"{path}.kind: must be one of {list(ALL_KINDS)}, got {self.kind!r}"]
-        return []
+        if kind not in ALL_KINDS:
+            raise ValueError(f"must be one of {list(ALL_KINDS)}, got {kind!r}")
+        return kind
 
 
-@dataclass
-class ModelSection:
+class ModelSection(Section):
     """The network and diffusion process (``RhoModel.create`` options)."""
 
-    encoder: str = opt("features", types=(str,), choices=("features", "hash"))
-    prediction: str = opt("v", types=(str,), choices=("v", "eps", "x0"))
-    schedule: str = opt("cosine", types=(str,), choices=("linear", "cosine", "sohl-dickstein"))
-    T: int = opt(1000, types=(int,), ge=2)
-    p_uncond: float = opt(0.1, types=(float,), ge=0.0, lt=1.0)
-    network: dict | None = opt(None, types=(dict,), nullable=True)
+    encoder: Literal["features", "hash"] = "features"
+    prediction: Literal["v", "eps", "x0"] = "v"
+    schedule: Literal["linear", "cosine", "sohl-dickstein"] = "cosine"
+    T: int = Field(1000, ge=2)
+    p_uncond: float = Field(0.1, ge=0.0, lt=1.0)
+    network: dict[str, Any] | None = None
 
 
-@dataclass
-class TrainingSection:
+class TrainingSection(TrainConfig):
     """Where and how training runs; every other key is a :class:`TrainConfig` option.
 
     ``gpu`` requests ``resources={"GPU": 1}`` for each training task; ``workers`` > 1 trains
@@ -84,30 +85,27 @@ class TrainingSection:
     resubmitted from its last checkpoint up to ``max_attempts`` times in all.
     """
 
-    gpu: bool = opt(False, types=(bool,))
-    workers: int = opt(1, types=(int,), ge=1)
-    backend: str = opt("auto", types=(str,), choices=("auto", "gloo", "nccl"))
-    timeout_s: float = opt(300.0, types=(float,), gt=0)
-    max_attempts: int = opt(2, types=(int,), ge=1)
-    threads: int | None = opt(None, types=(int,), ge=1, nullable=True)
-    options: dict = opt({}, types=(dict,))
+    gpu: bool = False
+    workers: int = Field(1, ge=1)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    timeout_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(2, ge=1)
+    threads: int | None = Field(None, ge=1)
 
-    def check(self, path: str) -> list[str]:
+    @model_validator(mode="after")
+    def _nccl_needs_gpu(self) -> "TrainingSection":
         if self.backend == "nccl" and not self.gpu:
-            return [f"{path}.backend: 'nccl' needs GPU workers; set {path}.gpu: true or use 'gloo'"]
-        return []
+            raise ValueError("{path}.backend: 'nccl' needs GPU workers; set {path}.gpu: true or "
+                             "use 'gloo'")
+        return self
 
     @property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.options, path="training")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
-        return {**d, **self.train_config.to_dict()}
+        """The options of the training loop alone."""
+        return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.model_fields})
 
 
-@dataclass
-class SamplingSection:
+class SamplingSection(Section):
     """A sweep: a Cartesian ``grid`` of parameter values or a ``table`` of points.
 
     ``grid`` maps each parameter to a list of values, ``{values: [...], units: ...}`` or a
@@ -119,22 +117,30 @@ class SamplingSection:
     of ``batch_size``).
     """
 
-    sampler: str = opt(DEFAULT_SAMPLER, types=(str,), choices=SAMPLERS)
-    steps: int = opt(25, types=(int,), ge=1)
-    guidance: float = opt(0.0, types=(float,), ge=0.0)
-    members: int = opt(4, types=(int,), ge=1)
-    seed: int = opt(0, types=(int,), ge=0)
-    batch_size: int = opt(16, types=(int,), ge=1)
-    chunk_size: int = opt(64, types=(int,), ge=1)
-    allow_extrapolation: bool = opt(False, types=(bool,))
-    grid: dict | None = opt(None, types=(dict,), nullable=True)
-    table: list | str | None = opt(None, types=(list, str), nullable=True)
-    table_units: dict = opt({}, types=(dict,))
-    gpu: bool = opt(False, types=(bool,))
-    threads: int = opt(1, types=(int,), ge=1)
-    retries: int = opt(2, types=(int,), ge=0)
+    sampler: Literal[SAMPLERS] = DEFAULT_SAMPLER  # type: ignore[valid-type]
+    steps: int = Field(25, ge=1)
+    guidance: float = Field(0.0, ge=0.0)
+    members: int = Field(4, ge=1)
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1)
+    chunk_size: int = Field(64, ge=1)
+    allow_extrapolation: bool = False
+    grid: dict[str, Any] | None = None
+    table: list[Any] | str | None = None
+    table_units: dict[str, Any] = Field(default_factory=dict)
+    gpu: bool = False
+    threads: int = Field(1, ge=1)
+    retries: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "SamplingSection":
+        problems = self.check("{path}")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     def check(self, path: str) -> list[str]:
+        """Cross-field rules: whole micro-batches per chunk, one of grid or table."""
         problems = []
         if self.chunk_size % self.batch_size:
             problems.append(
@@ -157,33 +163,31 @@ class SamplingSection:
         return problems
 
 
-@dataclass
-class EvaluationSection:
+class EvaluationSection(Section):
     """Generated against held-out runs: spectra, value distributions and, unless
     ``log_likelihood: none``, the model's log-likelihood of up to ``likelihood_fields``
     held-out fields per point (``ode``: exact, probability-flow ODE; ``bound``: the bound K)."""
 
-    enabled: bool = opt(True, types=(bool,))
-    split: str = opt("held_out", types=(str,), choices=("train", "validation", "held_out"))
-    bins: int = opt(50, types=(int,), ge=2)
-    figures: bool = opt(True, types=(bool,))
-    max_points: int = opt(6, types=(int,), ge=1)
-    log_likelihood: str = opt("ode", types=(str,), choices=("ode", "bound", "none"))
-    likelihood_fields: int = opt(2, types=(int,), ge=1)
+    enabled: bool = True
+    split: Literal["train", "validation", "held_out"] = "held_out"
+    bins: int = Field(50, ge=2)
+    figures: bool = True
+    max_points: int = Field(6, ge=1)
+    log_likelihood: Literal["ode", "bound", "none"] = "ode"
+    likelihood_fields: int = Field(2, ge=1)
 
 
-@dataclass
-class OutputSection:
+class OutputSection(Section):
     """Where the run writes: store, checkpoint, sweep parts, consolidated sweep, evaluation."""
 
-    dir: str = opt(types=(str,))
-    format: str = opt("netcdf", types=(str,), choices=("netcdf", "zarr"))
-    filename: str | None = opt(None, types=(str,), nullable=True)
-    complevel: int = opt(4, types=(int,), ge=0, le=9)
-    dtype: str = opt("float32", types=(str,), choices=("float32", "float64"))
-    title: str | None = opt(None, types=(str,), nullable=True)
-    institution: str | None = opt(None, types=(str,), nullable=True)
-    keep_parts: bool = opt(False, types=(bool,))
+    dir: str
+    format: Literal["netcdf", "zarr"] = "netcdf"
+    filename: str | None = None
+    complevel: int = Field(4, ge=0, le=9)
+    dtype: Literal["float32", "float64"] = "float32"
+    title: str | None = None
+    institution: str | None = None
+    keep_parts: bool = False
 
     @property
     def root(self) -> Path:
@@ -211,21 +215,24 @@ class OutputSection:
         return self.root / "evaluation"
 
 
-@dataclass
-class PipelineConfig:
-    """A validated pipeline: one attribute per section (``data`` is the data layer's config)."""
+ClusterSection = Annotated[Union[LocalKind, AddressKind, SchedulerFileKind, SLURMKind, PBSKind],
+                          Field(description="a cluster kind and its options (see `kind`)")]
 
-    name: str
-    description: str
-    simulate: SimulateSection | None
-    data: Any
-    model: ModelSection
-    training: TrainingSection
+
+class PipelineConfig(Section):
+    """A validated pipeline: one attribute per section, each a typed model."""
+
+    name: str = "pipeline"
+    description: str = ""
+    simulate: SimulateSection | None = None
+    data: DataConfig
+    model: ModelSection = Field(default_factory=ModelSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
     sampling: SamplingSection
-    evaluation: EvaluationSection
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     output: OutputSection
-    cluster: ClusterKind
-    source: str | None = None
+    cluster: ClusterSection = Field(default_factory=LocalKind)
+    source: str | None = Field(None, exclude=True)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str | None = None,
@@ -244,42 +251,54 @@ class PipelineConfig:
         description = d.get("description", "")
         if not isinstance(description, str):
             problems.append(f"description: must be a string, got {description!r}")
-        simulate = (None if d.get("simulate") is None else
-                    build_section(SimulateSection, d["simulate"], "simulate", problems))
-        data = _data_section(d.get("data"), problems)
-        model = build_section(ModelSection, d.get("model"), "model", problems)
-        training = _training_section(d.get("training"), problems)
-        sampling = build_section(SamplingSection, d.get("sampling"), "sampling", problems)
-        evaluation = build_section(EvaluationSection, d.get("evaluation"), "evaluation", problems)
-        output = build_section(OutputSection, d.get("output"), "output", problems)
-        cluster_kind = None
-        try:
-            cluster_kind = cluster_from_config(cluster if cluster is not None else d.get("cluster"),
-                                               path="cluster")
-        except ConfigError as exc:
-            problems.extend(exc.problems)
+        sections: dict[str, Any] = {}
+        if d.get("data") is None:
+            problems.append("data: is required (where the simulation sweep is and how to "
+                            "preprocess it)")
+        for key, build in _BUILDERS.items():
+            given = cluster if key == "cluster" and cluster is not None else d.get(key)
+            if given is None and key in ("simulate", "data"):
+                sections[key] = None
+                continue
+            try:
+                sections[key] = build(given, key)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                sections[key] = None
+        training, sampling, cluster_kind = (sections[k] for k in ("training", "sampling", "cluster"))
         if training is not None and sampling is not None and cluster_kind is not None:
             problems.extend(_cross_checks(training, sampling, cluster_kind))
         if problems:
             raise ConfigError(problems, source)
-        return cls(name=name, description=description, simulate=simulate, data=data, model=model, training=training,
-                   sampling=sampling, evaluation=evaluation, output=output, cluster=cluster_kind,
-                   source=source)
+        return cls.model_construct(name=name, description=description, source=source, **sections)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config (defaults filled in), plain JSON."""
         return {
             "name": self.name,
             "description": self.description,
-            "simulate": None if self.simulate is None else dataclasses.asdict(self.simulate),
-            "data": _data_to_dict(self.data),
-            "model": dataclasses.asdict(self.model),
+            "simulate": None if self.simulate is None else self.simulate.model_dump(),
+            "data": self.data.to_dict(),
+            "model": self.model.model_dump(),
             "training": self.training.to_dict(),
-            "sampling": dataclasses.asdict(self.sampling),
-            "evaluation": dataclasses.asdict(self.evaluation),
-            "output": dataclasses.asdict(self.output),
+            "sampling": self.sampling.model_dump(),
+            "evaluation": self.evaluation.model_dump(),
+            "output": self.output.model_dump(),
             "cluster": self.cluster.to_dict(),
         }
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the pipeline file (for editors that validate YAML)."""
+        schema = cls.model_json_schema()
+        schema["properties"].pop("source", None)
+        for kind, model in CLUSTER_KINDS.items():
+            definition = schema.get("$defs", {}).get(model.__name__)
+            if definition is not None:
+                definition.setdefault("properties", {})["kind"] = {"const": kind}
+                definition["properties"] = {"kind": definition["properties"].pop("kind"),
+                                            **definition["properties"]}
+        return schema
 
     def fingerprint(self, *sections: str) -> str:
         """SHA-256 of the resolved JSON of the given sections (all when none is given)."""
@@ -300,51 +319,10 @@ def load_pipeline(path: str | os.PathLike, cluster: Mapping[str, Any] | None = N
     return PipelineConfig.from_dict(d or {}, source=str(path), cluster=cluster)
 
 
-def _training_section(given: Any, problems: list[str]) -> TrainingSection | None:
-    own = {f.name for f in fields(TrainingSection)} - {"options"}
-    given = {} if given is None else given
-    given = dict(given) if isinstance(given, Mapping) else given
-    if not isinstance(given, dict):
-        problems.append(f"training: must be a mapping of keys to values, got {given!r}")
-        return None
-    if "options" in given:
-        problems.append("training.options: not a key; write training options directly under training")
-        given.pop("options")
-    options = {k: given.pop(k) for k in list(given) if k not in own}
-    trainer_keys = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(options) - trainer_keys)
-    if unknown:
-        problems.append(f"training: unknown keys {unknown}; valid keys are {sorted(own | trainer_keys)}")
-        options = {k: v for k, v in options.items() if k in trainer_keys}
-    for f in fields(TrainConfig):
-        if f.name in options and f.default is not dataclasses.MISSING:
-            rule = {"types": (type(f.default),), "choices": None, "ge": None, "gt": None,
-                    "le": None, "lt": None, "nullable": False}
-            value, found = check_value(options[f.name], rule, f"training.{f.name}")
-            problems.extend(found)
-            if found:
-                options.pop(f.name)
-            else:
-                options[f.name] = value
-    section = build_section(TrainingSection, given, "training", problems)
-    if section is None:
-        return None
-    section.options = options
-    try:
-        section.train_config
-    except (ValueError, TypeError) as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        problems.extend(lines[1:] if len(lines) > 1 else lines)
-    return section
-
-
 def _cross_checks(training: TrainingSection, sampling: SamplingSection,
                   cluster: ClusterKind) -> list[str]:
     problems = []
-    try:
-        batch = training.train_config.batch_size
-    except (ValueError, TypeError):
-        return problems
+    batch = training.batch_size
     if batch % training.workers:
         problems.append(f"training.batch_size: must be divisible by training.workers "
                         f"({training.workers}) so each rank takes an equal share of the global "
@@ -362,23 +340,13 @@ def _cross_checks(training: TrainingSection, sampling: SamplingSection,
     return problems
 
 
-def _data_section(given: Any, problems: list[str]) -> Any:
-    from rho_workflow.data.config import ConfigError as DataConfigError
-    from rho_workflow.data.config import DataConfig  # the data layer owns its schema
-
-    if given is None:
-        problems.append("data: is required (where the simulation sweep is and how to preprocess it)")
-        return None
-    try:
-        return DataConfig.from_dict(given, path="data")
-    except DataConfigError as exc:
-        problems.extend(exc.problems)
-        return None
-
-
-def _data_to_dict(data: Any) -> Any:
-    if hasattr(data, "to_dict"):
-        return data.to_dict()
-    if dataclasses.is_dataclass(data):
-        return dataclasses.asdict(data)
-    return data
+_BUILDERS = {
+    "simulate": lambda given, path: validate_section(SimulateSection, given, path),
+    "data": lambda given, path: DataConfig.from_dict(given, path=path),
+    "model": lambda given, path: validate_section(ModelSection, given, path),
+    "training": lambda given, path: validate_section(TrainingSection, given, path),
+    "sampling": lambda given, path: validate_section(SamplingSection, given, path),
+    "evaluation": lambda given, path: validate_section(EvaluationSection, given, path),
+    "output": lambda given, path: validate_section(OutputSection, given, path),
+    "cluster": lambda given, path: cluster_from_config(given, path=path),
+}

@@ -45,7 +45,7 @@ def test_demo_pipeline_loads_and_resolves(demo):
     ("model", "T", 1, "model.T: must be >= 2"),
     ("model", "colour", "red", "model: unknown keys ['colour']"),
     ("training", "steps", "many", "training.steps: must be an integer"),
-    ("training", "lr", -1.0, "training.lr must be > 0"),
+    ("training", "lr", -1.0, "training.lr: must be > 0"),
     ("training", "workers", 0, "training.workers: must be >= 1"),
     ("training", "bogus", 1, "training: unknown keys ['bogus']"),
     ("sampling", "sampler", "euler", "sampling.sampler: must be one of"),
@@ -109,3 +109,20 @@ def test_gpu_tasks_need_workers_with_a_gpu_resource(demo):
     assert any("training.gpu: tasks will request resources={'GPU': 1}" in p for p in found)
     demo["cluster"]["resources"] = {"GPU": 1}
     assert PipelineConfig.from_dict(demo).training.gpu
+
+
+def test_schema_command_prints_the_json_schema_of_the_pipeline_file(capsys):
+    from rho_workflow.cli import main
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    sections = schema["properties"]
+    for name in ("data", "model", "training", "sampling", "evaluation", "output", "cluster"):
+        assert name in sections
+    assert "source" not in sections
+    assert set(schema["required"]) >= {"data", "sampling", "output"}
+    defs = schema["$defs"]
+    assert defs["ModelSection"]["properties"]["encoder"]["enum"] == ["features", "hash"]
+    assert defs["ModelSection"]["additionalProperties"] is False
+    assert defs["SLURMKind"]["properties"]["kind"] == {"const": "slurm"}
+    assert "steps" in defs["TrainingSection"]["properties"]

@@ -176,7 +176,7 @@ def test_config_errors_name_key_paths():
                               "split": {"held_out": 1.5, "by": ["nope"]}, "crop": {"x": [4, 2]}})
     problems = err.value.problems
     text = "\n".join(problems)
-    for key in ("data.units.rho", "data.colour", "data.params.T.source", "data.params.p.pattern",
+    for key in ("data.units.rho", "data: unknown keys ['colour']", "data.params.T.source", "data.params.p.pattern",
                 "data.split.held_out", "data.split.by", "data.crop.x"):
         assert key in text
     assert "'parsnip'" in text and "'header'" in text

@@ -9,7 +9,7 @@ import pytest
 
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.params import Parameter, ParamSpace
-from rho_workflow.workflow.schema import ConfigError
+from rho_workflow.errors import ConfigError
 from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
 SPACE = ParamSpace([Parameter("index", "1", low=-3, high=-1),

@@ -1,4 +1,4 @@
-"""The pipeline's ``data:`` section as typed, validated dataclasses.
+"""The pipeline's ``data:`` section as typed, validated pydantic models.
 
 ``DataConfig.from_dict(d, path="data")`` checks every key: unknown keys, wrong types and
 impossible values are reported together, each with its key path (``data.params.T.source``),
@@ -28,12 +28,14 @@ or ``file_units``, in that order; ``filename`` values default to the canonical `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import re
+from typing import Annotated, Any, Literal, Mapping
 
-from rho_workflow.data.config_reader import Reader as _Reader
+from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
+
 from rho_workflow.data.units import UnitsError, parse_units
 from rho_workflow.errors import ConfigError
+from rho_workflow.sections import Section, validate_section
 
 __all__ = ["ConfigError", "ParamSource", "SplitConfig", "TransformConfig", "DataConfig",
            "PARAM_SOURCES", "MISSING_POLICIES", "NORMALIZATIONS"]
@@ -43,16 +45,35 @@ MISSING_POLICIES = ("error", "fixed-mask", "fill")
 NORMALIZATIONS = ("standard", "minmax", "none")
 STORE_FORMATS = ("zarr", "netcdf")
 
+#: a tuple of names, written as a YAML list (``OneOrNames``: or as one string)
+Names = Annotated[tuple[str, ...], Field(strict=False)]
+_STR, _LIST = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+OneOrNames = Annotated[Names, WithJsonSchema({"anyOf": [_STR, _LIST]})]
 
-@dataclass(frozen=True)
-class ParamSource:
+
+class _Frozen(Section):
+    model_config = ConfigDict(frozen=True)
+
+
+def _raise(problems: list[str]) -> None:  # every problem of one validator, one per line
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _check_units(text: Any, where: str) -> Any:
+    if isinstance(text, str):
+        parse_units(text, where=where)  # UnitsError is a ValueError: reported at its key
+    return text
+
+
+class ParamSource(_Frozen):
     """Where one parameter comes from and its canonical units (see the module docstring)."""
 
     key: str
-    source: str
+    source: Literal[PARAM_SOURCES]  # type: ignore[valid-type]
     name: str
     units: str = "1"
-    kind: str | None = None
+    kind: Literal["continuous", "categorical"] | None = None
     variable: str | None = None
     pattern: str | None = None
     file_units: str | None = None
@@ -61,59 +82,61 @@ class ParamSource:
     low: float | None = None
     high: float | None = None
 
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, key: str, d: Any, path: str, problems: list[str]) -> "ParamSource":
-        r = _Reader(d, path, problems, ("source", "name", "units", "kind", "variable", "pattern",
-                                        "file_units", "units_attribute", "calendar", "low",
-                                        "high"))
-        source = r.get("source", str, "global_attribute", required=True, choices=PARAM_SOURCES)
-        pattern = r.get("pattern", str)
-        if source == "filename":
-            if pattern is None:
-                problems.append(f"{path}.pattern: required for source 'filename' (a regular "
+    def _defaults(cls, d: Any) -> Any:
+        if isinstance(d, Mapping):
+            d = dict(d)
+            time = d.get("source") == "time"
+            d.setdefault("name", "time" if time else d.get("key"))
+            d.setdefault("units", "days since 1970-01-01" if time else "1")
+        return d
+
+    @field_validator("file_units")
+    @classmethod
+    def _file_units(cls, value: str | None) -> str | None:
+        return _check_units(value, "{path}.file_units")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "ParamSource":
+        problems: list[str] = []
+        if self.source == "filename":
+            if self.pattern is None:
+                problems.append("{path}.pattern: required for source 'filename' (a regular "
                                 "expression with one group or a group named 'value')")
             else:
-                _check_pattern(pattern, f"{path}.pattern", problems)
-        elif pattern is not None:
-            problems.append(f"{path}.pattern: only used with source 'filename', not {source!r}")
-        if source == "time":
-            units = r.get("units", str, "days since 1970-01-01")
-            if "since" not in units.split():
-                problems.append(f"{path}.units: value {units!r} must be a time reference such "
-                                "as 'days since 2000-01-01' for source 'time'")
+                problems.extend(_pattern_problems(self.pattern, "{path}.pattern"))
+        elif self.pattern is not None:
+            problems.append(f"{{path}}.pattern: only used with source 'filename', not {self.source!r}")
+        if self.source == "time":
+            if "since" not in self.units.split():
+                problems.append(f"{{path}}.units: value {self.units!r} must be a time reference "
+                                "such as 'days since 2000-01-01' for source 'time'")
         else:
-            units = r.units("units", "1") or "1"
-        low, high = r.get("low", (int, float)), r.get("high", (int, float))
-        if (low is None) != (high is None):
-            problems.append(f"{path}: declare both low and high, or neither")
-        elif low is not None and not low <= high:
-            problems.append(f"{path}: low={low} must be <= high={high}")
-        return cls(
-            key=key, source=source or "global_attribute",
-            name=r.get("name", str, "time" if source == "time" else key),
-            units=units, kind=r.get("kind", str, None, choices=("continuous", "categorical")),
-            variable=r.get("variable", str), pattern=pattern,
-            file_units=r.units("file_units"), units_attribute=r.get("units_attribute", str),
-            calendar=r.get("calendar", str), low=None if low is None else float(low),
-            high=None if high is None else float(high),
-        )
+            try:
+                _check_units(self.units, "{path}.units")
+            except UnitsError as exc:
+                problems.append(str(exc))
+        if (self.low is None) != (self.high is None):
+            problems.append("{path}: declare both low and high, or neither")
+        elif self.low is not None and self.low > self.high:
+            problems.append(f"{{path}}: low={self.low} must be <= high={self.high}")
+        _raise(problems)
+        return self
 
 
-def _check_pattern(pattern: str, where: str, problems: list[str]) -> None:
-    import re
-
+def _pattern_problems(pattern: str, where: str) -> list[str]:
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        problems.append(f"{where}: value {pattern!r} is not a regular expression ({exc})")
-        return
+        return [f"{where}: value {pattern!r} is not a regular expression ({exc})"]
     if "value" not in compiled.groupindex and compiled.groups != 1:
-        problems.append(f"{where}: value {pattern!r} must have exactly one group or a group "
-                        "named 'value', e.g. 'T(?P<value>[0-9.]+)K'")
+        return [f"{where}: value {pattern!r} must have exactly one group or a group "
+                "named 'value', e.g. 'T(?P<value>[0-9.]+)K'"]
+    return []
 
 
-@dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(_Frozen):
     """Fractions of runs kept out of training, drawn with ``seed``.
 
     ``by`` says what a run is: ``file`` (every sample of a file together: realizations,
@@ -121,146 +144,148 @@ class SplitConfig:
     list of parameter names (e.g. ``[scenario]``: hold out whole scenarios).
     """
 
-    validation: float = 0.1
-    held_out: float = 0.1
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    held_out: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
-    by: str | tuple[str, ...] = "file"
+    by: str | Names = "file"
 
+    @field_validator("by", mode="before")
     @classmethod
-    def from_dict(cls, d: Any, path: str, problems: list[str],
-                  params: tuple[str, ...] = ()) -> "SplitConfig":
-        r = _Reader(d, path, problems, ("validation", "held_out", "seed", "by"))
-        validation = float(r.get("validation", (int, float), 0.1))
-        held_out = float(r.get("held_out", (int, float), 0.1))
-        for key, value in (("validation", validation), ("held_out", held_out)):
-            if not 0.0 <= value < 1.0:
-                problems.append(f"{path}.{key}: value {value} must be in [0, 1)")
-        if validation + held_out >= 1.0:
-            problems.append(f"{path}: validation + held_out = {validation + held_out} must be "
-                            "< 1 so that runs remain for training")
-        by = r.get("by", (str, list), "file")
+    def _by(cls, by: Any, info: ValidationInfo) -> Any:
+        params = list((info.context or {}).get("params", ()))
         if isinstance(by, list):
-            unknown = [b for b in by if b not in params]
-            if unknown or not by:
-                problems.append(f"{path}.by: value {by!r} must list parameters among "
-                                f"{list(params)}")
-            by = tuple(by)
-        elif by not in ("file", "params"):
-            problems.append(f"{path}.by: value {by!r} must be 'file', 'params' or a list of "
-                            "parameter names")
-            by = "file"
-        return cls(validation, held_out, int(r.get("seed", int, 0)), by)
+            if not by or [b for b in by if b not in params]:
+                raise ValueError(f"value {by!r} must list parameters among {params}")
+            return tuple(by)
+        if by not in ("file", "params"):
+            raise ValueError(f"value {by!r} must be 'file', 'params' or a list of parameter names")
+        return by
+
+    @model_validator(mode="after")
+    def _leaves_training(self) -> "SplitConfig":
+        total = self.validation + self.held_out
+        if total >= 1.0:
+            raise ValueError(f"validation + held_out = {total} must be < 1 so that runs remain "
+                             "for training")
+        return self
 
 
-@dataclass(frozen=True)
-class TransformConfig:
+class TransformConfig(_Frozen):
     """Field transform: optional log (with a floor) then a normalization per channel."""
 
-    log: tuple[str, ...] = ()
-    floor: float = 1e-12
-    normalize: str = "standard"
+    log: Annotated[Names, WithJsonSchema({"anyOf": [{"type": "boolean"}, _STR, _LIST]})] = ()
+    floor: float = Field(1e-12, gt=0)
+    normalize: Literal[NORMALIZATIONS] = "standard"  # type: ignore[valid-type]
 
+    @field_validator("log", mode="before")
     @classmethod
-    def from_dict(cls, d: Any, path: str, problems: list[str],
-                  variables: list[str]) -> "TransformConfig":
-        r = _Reader(d, path, problems, ("log", "floor", "normalize"))
-        log = r.get("log", (bool, str, list), False)
+    def _log(cls, log: Any, info: ValidationInfo) -> Any:
+        variables = list((info.context or {}).get("variables", ()))
         if log is True:
-            names = tuple(variables)
-        elif log is False or log is None:
-            names = ()
-        else:
-            names = (log,) if isinstance(log, str) else tuple(log)
-            unknown = [n for n in names if n not in variables]
-            if unknown:
-                problems.append(f"{path}.log: variables {unknown} are not among the field "
-                                f"variables {variables}; use true, false or a list of them")
-        floor = float(r.get("floor", (int, float), 1e-12))
-        if not floor > 0:
-            problems.append(f"{path}.floor: value {floor} must be > 0")
-        normalize = r.get("normalize", str, "standard", choices=NORMALIZATIONS) or "standard"
-        return cls(names, floor, normalize)
+            return tuple(variables)
+        if log is False or log is None:
+            return ()
+        if not isinstance(log, (str, list)):
+            raise ValueError(f"value {log!r} must be true, false, a string or a list")
+        names = (log,) if isinstance(log, str) else tuple(log)
+        unknown = [n for n in names if n not in variables]
+        if unknown:
+            raise ValueError(f"variables {unknown} are not among the field variables "
+                             f"{variables}; use true, false or a list of them")
+        return names
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Frozen):
     """The resolved ``data:`` section; build it with :meth:`from_dict`."""
 
-    files: tuple[str, ...]
-    variables: tuple[str, ...]
-    spatial_dims: tuple[str, ...]
-    units: dict[str, str]
-    params: dict[str, ParamSource] = field(default_factory=dict)
-    sample_dims: tuple[str, ...] | None = None
-    select: dict[str, Any] = field(default_factory=dict)
-    crop: dict[str, tuple[int, int]] = field(default_factory=dict)
-    coarsen: dict[str, int] = field(default_factory=dict)
-    missing: str = "error"
+    files: OneOrNames
+    variables: OneOrNames
+    spatial_dims: OneOrNames
+    units: Annotated[dict[str, str], WithJsonSchema(
+        {"anyOf": [_STR, {"type": "object", "additionalProperties": _STR}]})]
+    params: dict[str, ParamSource] = Field(default_factory=dict)
+    sample_dims: Names | None = None
+    select: dict[str, Any] = Field(default_factory=dict)
+    crop: Annotated[dict[str, tuple[int, int]], Field(strict=False)] = Field(default_factory=dict)
+    coarsen: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    missing: Literal[MISSING_POLICIES] = "error"  # type: ignore[valid-type]
     fill_value: float | None = None
     transform: TransformConfig = TransformConfig()
     split: SplitConfig = SplitConfig()
-    chunk_mb: float = 64.0
-    store_format: str | None = None
+    chunk_mb: float = Field(64.0, gt=0)
+    store_format: Literal[STORE_FORMATS] | None = None  # type: ignore[valid-type]
     allow_duplicates: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], path: str = "data") -> "DataConfig":
         """Validate a ``data:`` mapping; raise :class:`ConfigError` listing every problem."""
-        problems: list[str] = []
-        r = _Reader(d, path, problems, (
-            "files", "variables", "spatial_dims", "units", "params", "sample_dims", "select",
-            "crop", "coarsen", "missing", "fill_value", "transform", "split", "chunk_mb",
-            "store_format", "allow_duplicates"))
-        files = r.str_list("files", required=True)
-        variables = r.str_list("variables", required=True)
-        spatial = r.str_list("spatial_dims", required=True)
+        raw = d if isinstance(d, Mapping) else {}
+        variables = raw.get("variables")
+        variables = [variables] if isinstance(variables, str) else (
+            list(variables) if isinstance(variables, list) else [])
+        params = raw.get("params")
+        context = {"variables": variables,
+                   "params": tuple(str(k) for k in params) if isinstance(params, Mapping) else ()}
+        return validate_section(cls, d, path, context)
+
+    @field_validator("files", "variables", "spatial_dims", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return _str_list(value, required=True)
+
+    @field_validator("sample_dims", mode="before")
+    @classmethod
+    def _sample_dims(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, list):
+            raise ValueError(f"value {value!r} must be a list")
+        return None if value is None else _str_list(value)
+
+    @field_validator("spatial_dims")
+    @classmethod
+    def _spatial(cls, spatial: tuple[str, ...]) -> tuple[str, ...]:
+        problems = []
         if len(set(spatial)) != len(spatial):
-            problems.append(f"{path}.spatial_dims: value {spatial} has duplicate dims")
-        if spatial and not 1 <= len(spatial) <= 3:
-            problems.append(f"{path}.spatial_dims: value {spatial} must name 1, 2 or 3 dims")
-        units = _units_section(r.get("units", (str, dict), None, required=True), variables,
-                               f"{path}.units", problems)
-        params_raw = r.get("params", dict, {})
-        params = {str(k): ParamSource.from_dict(str(k), v, f"{path}.params.{k}", problems)
-                  for k, v in params_raw.items()}
-        sample_dims = r.get("sample_dims", list, None)
-        if sample_dims is not None:
-            sample_dims = tuple(r.str_list("sample_dims"))
-            overlap = set(sample_dims) & set(spatial)
+            problems.append(f"value {list(spatial)} has duplicate dims")
+        if not 1 <= len(spatial) <= 3:
+            problems.append(f"value {list(spatial)} must name 1, 2 or 3 dims")
+        _raise(problems)
+        return spatial
+
+    @field_validator("units", mode="before")
+    @classmethod
+    def _units(cls, value: Any, info: ValidationInfo) -> Any:
+        return _units_section(value, list((info.context or {}).get("variables", ())))
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _param_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {str(k): {**v, "key": str(k)} if isinstance(v, Mapping) else v
+                for k, v in value.items()}
+
+    @field_validator("crop", mode="before")
+    @classmethod
+    def _crop(cls, value: Any) -> Any:
+        return _int_pairs(value) if isinstance(value, Mapping) else value
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select(cls, value: Any) -> Any:
+        return _select_section(value) if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _rules(self) -> "DataConfig":
+        problems = []
+        if self.sample_dims is not None:
+            overlap = set(self.sample_dims) & set(self.spatial_dims)
             if overlap:
-                problems.append(f"{path}.sample_dims: {sorted(overlap)} are also spatial dims")
-        crop = _int_pairs(r.get("crop", dict, {}), f"{path}.crop", problems)
-        coarsen = {}
-        for dim, factor in r.get("coarsen", dict, {}).items():
-            if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-                problems.append(f"{path}.coarsen.{dim}: value {factor!r} must be an integer >= 1")
-            else:
-                coarsen[str(dim)] = factor
-        missing = r.get("missing", str, "error", choices=MISSING_POLICIES) or "error"
-        fill_value = r.get("fill_value", (int, float), None)
-        if missing == "fill" and fill_value is None:
-            problems.append(f"{path}.fill_value: required with missing: fill (the value, in "
+                problems.append(f"{{path}}.sample_dims: {sorted(overlap)} are also spatial dims")
+        if self.missing == "fill" and self.fill_value is None:
+            problems.append("{path}.fill_value: required with missing: fill (the value, in "
                             "canonical units, that replaces missing points)")
-        chunk_mb = float(r.get("chunk_mb", (int, float), 64.0))
-        if not chunk_mb > 0:
-            problems.append(f"{path}.chunk_mb: value {chunk_mb} must be > 0")
-        config = cls(
-            files=tuple(files), variables=tuple(variables), spatial_dims=tuple(spatial),
-            units=units, params=params, sample_dims=sample_dims,
-            select=_select_section(r.get("select", dict, {}), f"{path}.select", problems),
-            crop=crop, coarsen=coarsen,
-            missing=missing, fill_value=None if fill_value is None else float(fill_value),
-            transform=TransformConfig.from_dict(r.get("transform", dict, {}),
-                                                f"{path}.transform", problems, variables),
-            split=SplitConfig.from_dict(r.get("split", dict, {}), f"{path}.split", problems,
-                                        tuple(params)),
-            chunk_mb=chunk_mb,
-            store_format=r.get("store_format", str, None, choices=STORE_FORMATS),
-            allow_duplicates=bool(r.get("allow_duplicates", bool, False)),
-        )
-        if problems:
-            raise ConfigError(problems)
-        return config
+        _raise(problems)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, accepted back by :meth:`from_dict` (recorded in the store)."""
@@ -295,61 +320,74 @@ class DataConfig:
         return out
 
 
-def _units_section(value: Any, variables: list[str], path: str,
-                   problems: list[str]) -> dict[str, str]:
-    if value is None:
-        return {}
+def _str_list(value: Any, *, required: bool = False) -> Any:
+    if not isinstance(value, (str, list)):
+        raise ValueError(f"value {value!r} must be a string or a list")
+    items = [value] if isinstance(value, str) else value
+    if required and not items:
+        raise ValueError("value [] must list at least one entry")
+    bad = [v for v in items if not isinstance(v, str) or not v]
+    if bad:
+        raise ValueError(f"entries {bad!r} must be non-empty strings")
+    return tuple(items)
+
+
+def _units_section(value: Any, variables: list[str]) -> Any:
     if isinstance(value, str):
         value = {v: value for v in variables}
-    out = {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"value {value!r} must be a string or a mapping")
+    problems = []
     for var in variables:
         if var not in value:
-            problems.append(f"{path}.{var}: canonical units of field variable {var!r} are "
+            problems.append(f"{{path}}.{var}: canonical units of field variable {var!r} are "
                             "missing; fix: add them, e.g. units: {" + var + ": K}")
+    out = {}
     for var, text in value.items():
         if var not in variables:
-            problems.append(f"{path}.{var}: {var!r} is not a field variable {variables}")
-            continue
-        if not isinstance(text, str):
-            problems.append(f"{path}.{var}: value {text!r} must be a unit string")
-            continue
-        try:
-            parse_units(text, where=f"{path}.{var}")
-        except UnitsError as exc:
-            problems.append(str(exc))
-            continue
-        out[var] = text
+            problems.append(f"{{path}}.{var}: {var!r} is not a field variable {variables}")
+        elif not isinstance(text, str):
+            problems.append(f"{{path}}.{var}: value {text!r} must be a unit string")
+        else:
+            try:
+                parse_units(text, where=f"{{path}}.{var}")
+            except UnitsError as exc:
+                problems.append(str(exc))
+                continue
+            out[var] = text
+    _raise(problems)
     return out
 
 
-def _int_pairs(value: Mapping[str, Any], path: str,
-               problems: list[str]) -> dict[str, tuple[int, int]]:
-    out = {}
+def _int_pairs(value: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    out, problems = {}, []
     for dim, pair in value.items():
         ok = (isinstance(pair, (list, tuple)) and len(pair) == 2
               and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
               and 0 <= pair[0] < pair[1])
         if not ok:
-            problems.append(f"{path}.{dim}: value {pair!r} must be [start, stop] indices with "
+            problems.append(f"{{path}}.{dim}: value {pair!r} must be [start, stop] indices with "
                             "0 <= start < stop")
         else:
             out[str(dim)] = (int(pair[0]), int(pair[1]))
+    _raise(problems)
     return out
 
 
-def _select_section(value: Mapping[str, Any], path: str, problems: list[str]) -> dict[str, Any]:
+def _select_section(value: Mapping[str, Any]) -> dict[str, Any]:
     """Label selections: a value, a list of values, or ``{start: a, stop: b}`` (inclusive)."""
-    out = {}
+    out, problems = {}, []
     for dim, spec in value.items():
         if isinstance(spec, Mapping):
             extra = set(spec) - {"start", "stop"}
             if extra:
-                problems.append(f"{path}.{dim}: unknown keys {sorted(extra)} (rule: a range is "
+                problems.append(f"{{path}}.{dim}: unknown keys {sorted(extra)} (rule: a range is "
                                 "{start: a, stop: b})")
                 continue
         elif not isinstance(spec, (str, int, float, list)) or isinstance(spec, bool):
-            problems.append(f"{path}.{dim}: value {spec!r} must be a label, a list of labels or "
+            problems.append(f"{{path}}.{dim}: value {spec!r} must be a label, a list of labels or "
                             "{start: a, stop: b}")
             continue
         out[str(dim)] = spec
+    _raise(problems)
     return out

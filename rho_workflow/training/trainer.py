@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from pydantic import Field
 
 import torch
 import torch.distributed as dist
@@ -26,61 +28,42 @@ from torch import nn
 from rho_workflow.diffusion.losses import denoising_loss, sample_training_sigmas
 from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
+from rho_workflow.sections import Section, validate_section
 
 __all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device"]
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Options of :func:`train` (every field is recorded in the checkpoint)."""
 
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 2e-4
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-4, gt=0)
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    lr_decay: str = "cosine"  # "constant" or "cosine" (to lr * min_lr_ratio at the last step)
+    #: "cosine" decays to lr * min_lr_ratio at the last step
+    lr_decay: Literal["constant", "cosine"] = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    weighting: str = "plain"  # "plain" or "min-snr"
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    weighting: Literal["plain", "min-snr"] = "plain"
     min_snr_gamma: float = 5.0
-    sigma_sampling: str = "schedule"  # "schedule" or "lognormal"
-    mixed_precision: str = "auto"  # "auto" (bf16 autocast on CUDA), "bf16", "no"
+    sigma_sampling: Literal["schedule", "lognormal"] = "schedule"
+    #: "auto" is bf16 autocast on CUDA
+    mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     compile: bool = False
     seed: int = 0
     device: str = "auto"
     log_every: int = 50
     checkpoint_every: int = 500
 
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("steps", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"training.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            problems.append(f"training.lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            problems.append(f"training.ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name, allowed in (("lr_decay", ("constant", "cosine")), ("weighting", ("plain", "min-snr")),
-                              ("sigma_sampling", ("schedule", "lognormal")),
-                              ("mixed_precision", ("auto", "bf16", "no"))):
-            if getattr(self, name) not in allowed:
-                problems.append(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if problems:
-            raise ValueError("invalid training options:\n  " + "\n  ".join(problems))
-
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, path: str = "training") -> "TrainConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
-        return cls(**d)
+        """Validate training options; raise :class:`ConfigError` listing every problem."""
+        return validate_section(cls, d, path)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 class EMA:

@@ -19,13 +19,14 @@ rest: keyword > dask config file > default.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import logging
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Iterator, Mapping
 
-from rho_workflow.workflow.schema import ConfigError, build_section, opt
+from pydantic import Field
+
+from rho_workflow.errors import ConfigError
+from rho_workflow.sections import Section, validate_section
 
 __all__ = ["ClusterKind", "LocalKind", "AddressKind", "SchedulerFileKind", "JobqueueKind",
            "SLURMKind", "PBSKind", "CLUSTER_KINDS", "cluster_from_config", "parse_cluster_override"]
@@ -47,8 +48,7 @@ def _worker_environ() -> dict[str, Any]:
     return {**dict(dask.config.get("distributed.nanny.pre-spawn-environ", {})), **WORKER_MALLOC_ENV}
 
 
-@dataclass
-class ClusterKind:
+class ClusterKind(Section):
     """Base class: a validated cluster section that can start (or reach) Dask workers."""
 
     name: ClassVar[str] = ""
@@ -63,11 +63,11 @@ class ClusterKind:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.name, **dataclasses.asdict(self)}
+        return {"kind": self.name, **self.model_dump()}
 
     def describe(self) -> str:
         """One line for ``--dry-run``: what will be started or reached."""
-        opts = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(self).items()
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.model_dump().items()
                          if v not in (None, {}, []))
         return f"{self.name} ({self.summary}): {opts}"
 
@@ -83,19 +83,18 @@ class ClusterKind:
         raise NotImplementedError
 
 
-@dataclass
 class LocalKind(ClusterKind):
     """A :class:`distributed.LocalCluster` on this machine (worker processes by default)."""
 
     name: ClassVar[str] = "local"
     summary: ClassVar[str] = "LocalCluster on 127.0.0.1"
-    n_workers: int = opt(2, types=(int,), ge=1)
-    threads_per_worker: int = opt(1, types=(int,), ge=1)
-    processes: bool = opt(True, types=(bool,))
-    memory_limit: str | int = opt("auto", types=(str, int))
-    resources: dict = opt({}, types=(dict,))
-    dashboard: bool = opt(True, types=(bool,))
-    tune_malloc: bool = opt(True, types=(bool,))
+    n_workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    processes: bool = True
+    memory_limit: str | int = "auto"
+    resources: dict[str, Any] = Field(default_factory=dict)
+    dashboard: bool = True
+    tune_malloc: bool = True
 
     def worker_count(self) -> int:
         return self.n_workers
@@ -120,15 +119,14 @@ class LocalKind(ClusterKind):
         return client
 
 
-@dataclass
 class AddressKind(ClusterKind):
     """A scheduler that is already running, reached by its address."""
 
     name: ClassVar[str] = "address"
     summary: ClassVar[str] = "existing scheduler by address"
-    address: str = opt(types=(str,))
-    wait_for_workers: int = opt(1, types=(int,), ge=0)
-    timeout_s: float = opt(120.0, types=(float,), gt=0)
+    address: str
+    wait_for_workers: int = Field(1, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
 
     def _start(self, stack: contextlib.ExitStack) -> Any:
         from distributed import Client
@@ -139,15 +137,14 @@ class AddressKind(ClusterKind):
         return client
 
 
-@dataclass
 class SchedulerFileKind(ClusterKind):
     """A scheduler that is already running, reached through its scheduler file (dask-mpi)."""
 
     name: ClassVar[str] = "scheduler_file"
     summary: ClassVar[str] = "existing scheduler by scheduler file"
-    scheduler_file: str = opt(types=(str,))
-    wait_for_workers: int = opt(1, types=(int,), ge=0)
-    timeout_s: float = opt(120.0, types=(float,), gt=0)
+    scheduler_file: str
+    wait_for_workers: int = Field(1, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
 
     def _start(self, stack: contextlib.ExitStack) -> Any:
         from distributed import Client
@@ -159,7 +156,6 @@ class SchedulerFileKind(ClusterKind):
         return client
 
 
-@dataclass
 class JobqueueKind(ClusterKind):
     """Workers started as batch jobs through dask-jobqueue.
 
@@ -170,25 +166,25 @@ class JobqueueKind(ClusterKind):
     """
 
     cluster_class: ClassVar[str] = ""
-    jobs: int = opt(1, types=(int,), ge=1)
-    cores: int | None = opt(None, types=(int,), ge=1, nullable=True)
-    memory: str | None = opt(None, types=(str,), nullable=True)
-    processes: int | None = opt(None, types=(int,), ge=1, nullable=True)
-    walltime: str | None = opt(None, types=(str,), nullable=True)
-    queue: str | None = opt(None, types=(str,), nullable=True)
-    account: str | None = opt(None, types=(str,), nullable=True)
-    interface: str | None = opt(None, types=(str,), nullable=True)
-    local_directory: str | None = opt(None, types=(str,), nullable=True)
-    log_directory: str | None = opt(None, types=(str,), nullable=True)
-    python: str | None = opt(None, types=(str,), nullable=True)
-    job_extra_directives: list = opt([], types=(list,))
-    job_script_prologue: list = opt([], types=(list,))
-    worker_extra_args: list = opt([], types=(list,))
-    resources: dict = opt({}, types=(dict,))
-    scheduler_options: dict = opt({}, types=(dict,))
-    options: dict = opt({}, types=(dict,))
-    wait_timeout_s: float = opt(300.0, types=(float,), gt=0)
-    tune_malloc: bool = opt(True, types=(bool,))
+    jobs: int = Field(1, ge=1)
+    cores: int | None = Field(None, ge=1)
+    memory: str | None = None
+    processes: int | None = Field(None, ge=1)
+    walltime: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    interface: str | None = None
+    local_directory: str | None = None
+    log_directory: str | None = None
+    python: str | None = None
+    job_extra_directives: list[Any] = Field(default_factory=list)
+    job_script_prologue: list[Any] = Field(default_factory=list)
+    worker_extra_args: list[Any] = Field(default_factory=list)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    wait_timeout_s: float = Field(300.0, gt=0)
+    tune_malloc: bool = True
 
     def worker_count(self) -> int | None:
         return None if self.processes is None else self.jobs * self.processes
@@ -202,8 +198,8 @@ class JobqueueKind(ClusterKind):
         """The keywords given to the dask-jobqueue class: only those set in the pipeline."""
         skip = {"jobs", "resources", "options", "wait_timeout_s", "worker_extra_args", "tune_malloc",
                 "job_script_prologue"}
-        kwargs = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in skip and getattr(self, f.name) not in (None, [], {})}
+        kwargs = {f: getattr(self, f) for f in type(self).model_fields
+                  if f not in skip and getattr(self, f) not in (None, [], {})}
         extra_args = list(self.worker_extra_args)
         if self.resources:
             extra_args += ["--resources", ",".join(f"{k}={v}" for k, v in self.resources.items())]
@@ -241,14 +237,12 @@ class JobqueueKind(ClusterKind):
         return client
 
 
-@dataclass
 class SLURMKind(JobqueueKind):
     name: ClassVar[str] = "slurm"
     summary: ClassVar[str] = "dask-jobqueue SLURMCluster"
     cluster_class: ClassVar[str] = "dask_jobqueue.SLURMCluster"
 
 
-@dataclass
 class PBSKind(JobqueueKind):
     name: ClassVar[str] = "pbs"
     summary: ClassVar[str] = "dask-jobqueue PBSCluster"
@@ -277,11 +271,7 @@ def cluster_from_config(section: Mapping[str, Any] | str | None, path: str = "cl
     if kind not in CLUSTER_KINDS:
         raise ConfigError([f"{path}.kind: unknown cluster kind {kind!r}; valid kinds are "
                            f"{sorted(CLUSTER_KINDS)}"])
-    problems: list[str] = []
-    cluster = build_section(CLUSTER_KINDS[kind], options, path, problems)
-    if problems:
-        raise ConfigError(problems)
-    return cluster
+    return validate_section(CLUSTER_KINDS[kind], options, path)
 
 
 def parse_cluster_override(text: str) -> dict[str, Any]:
