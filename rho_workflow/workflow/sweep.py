@@ -29,7 +29,7 @@ import numpy as np
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParameterError, ParamSpace
-from rho_workflow.workflow.schema import ConfigError
+from rho_workflow.errors import ConfigError
 
 __all__ = ["check_grid_spec", "SweepRequest", "Chunk", "SweepPlan", "plan_sweep", "grid_axis_values", "read_table"]
 
