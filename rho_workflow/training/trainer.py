@@ -120,35 +120,10 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tensor | None,
-          cfg: TrainConfig, *, mask: torch.Tensor | None = None, state: dict | None = None,
-          on_checkpoint: Callable[[dict], None] | None = None,
-          on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> tuple[TrainResult, EMA]:
-    """Minimize the weighted denoising loss ``E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2]``.
-
-    Parameters
-    ----------
-    denoiser : nn.Module
-        A :class:`rho_workflow.diffusion.precond.Denoiser` (its ``prediction`` and
-        ``sigma_data`` define the loss weight of ``cfg.weighting``).
-    schedule : NoiseSchedule
-        Source of the training noise levels (``cfg.sigma_sampling``).
-    fields_ : Tensor (N, C, *spatial)
-        Normalized training fields.
-    cond : Tensor (N, P) float64 or None
-        Parameter values of each field (``ParamSpace.to_array``); None trains unconditionally.
-    mask : Tensor, optional
-        Boolean, broadcastable to one field; False marks points (land) the loss ignores.
-    state : dict, optional
-        ``{"step", "model", "ema", "optimizer"}`` to resume from (a loaded checkpoint).
-    on_checkpoint : callable, optional
-        Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state.
-    """
-    device = resolve_device(cfg.device)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if cfg.batch_size % world:
-        raise ValueError(f"training.batch_size {cfg.batch_size} must be divisible by the "
-                         f"number of data-parallel ranks ({world})")
+def _prepare(denoiser: nn.Module, cfg: TrainConfig, state: dict | None, device: torch.device,
+             world: int) -> tuple[nn.Module, nn.Module, "EMA", torch.optim.Optimizer]:
+    """The model to call (DDP- or compile-wrapped network under the same preconditioning), the
+    bare network, its EMA and the optimizer, each restored from ``state`` when resuming."""
     denoiser.to(device).train()
     net = denoiser.net
     if state is not None:
@@ -171,13 +146,69 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
+    return model, net, ema, optimizer
+
+
+def _step(model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer, ema: "EMA",
+          schedule: Any, cfg: TrainConfig, step: int, use_bf16: bool, batch: tuple,
+          mask: torch.Tensor | None) -> float:
+    """One optimizer step on ``batch = (x0, cond, sigma, noise)``; returns the loss."""
+    x0, c, sigma, noise = batch
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * _lr_factor(step, cfg)
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        loss = denoising_loss(model, x0, c, schedule,
+                              weighting=cfg.weighting, gamma=cfg.min_snr_gamma, mask=mask,
+                              sigma=sigma, noise=noise)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    optimizer.step()
+    ema.update(net, step)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(
+            f"training loss became {loss_value} at step {step}; lower training.lr or check "
+            "the normalized data for extreme values")
+    return loss_value
+
+
+def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tensor | None,
+          cfg: TrainConfig, *, mask: torch.Tensor | None = None, state: dict | None = None,
+          on_checkpoint: Callable[[dict], None] | None = None,
+          on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> tuple[TrainResult, EMA]:
+    """Minimize the weighted denoising loss ``E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2]``.
+
+    Parameters
+    ----------
+    denoiser : nn.Module
+        A :class:`~rho_workflow.diffusion.precond.Denoiser` (``prediction`` and ``sigma_data``
+        define the loss weight of ``cfg.weighting``).
+    schedule : NoiseSchedule
+        Source of the training noise levels (``cfg.sigma_sampling``).
+    fields_ : Tensor (N, C, *spatial)
+        Normalized training fields.
+    cond : Tensor (N, P) float64 or None
+        Parameter values of each field (``ParamSpace.to_array``); None trains unconditionally.
+    mask : Tensor, optional
+        Boolean, broadcastable to one field; False marks points (land) the loss ignores.
+    state : dict, optional
+        ``{"step", "model", "ema", "optimizer"}`` to resume from (a loaded checkpoint).
+    on_checkpoint : callable, optional
+        Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state.
+    """
+    device = resolve_device(cfg.device)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cfg.batch_size % world:
+        raise ValueError(f"training.batch_size {cfg.batch_size} must be divisible by the number of ranks ({world})")
+    model, net, ema, optimizer = _prepare(denoiser, cfg, state, device, world)
     use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
 
-    fields_ = fields_.to(device)
+    fields_, mask = fields_.to(device), None if mask is None else mask.to(device)
     cond = None if cond is None else cond.to(device, torch.float64)
-    mask = None if mask is None else mask.to(device)
-    n = fields_.shape[0]
-    local = slice(rank * (cfg.batch_size // world), (rank + 1) * (cfg.batch_size // world))
+    n, local = fields_.shape[0], slice(rank * (cfg.batch_size // world),
+                                        (rank + 1) * (cfg.batch_size // world))
     start = 0 if state is None else int(state["step"])
     result = TrainResult(step=start)
     bar = _progress_bar(cfg.steps, start, enabled=progress and rank == 0)
@@ -188,23 +219,8 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         idx = torch.randint(n, (cfg.batch_size,), generator=g)[local]
         sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling)[local]
         noise = torch.randn((cfg.batch_size, *fields_.shape[1:]), generator=g)[local]
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = denoising_loss(model, fields_[idx], None if cond is None else cond[idx], schedule,
-                                  weighting=cfg.weighting, gamma=cfg.min_snr_gamma, mask=mask,
-                                  sigma=sigma, noise=noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        optimizer.step()
-        ema.update(net, step)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"training loss became {loss_value} at step {step}; lower training.lr or check "
-                "the normalized data for extreme values")
+        loss_value = _step(model, net, optimizer, ema, schedule, cfg, step, use_bf16,
+                           (fields_[idx], None if cond is None else cond[idx], sigma, noise), mask)
         result.losses.append(loss_value)
         result.step = step + 1
         bar.update(1)
@@ -216,8 +232,7 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
                            "optimizer": optimizer.state_dict()})
     bar.close()
     result.seconds = time.perf_counter() - t0
-    done = result.step - start
-    result.samples_per_second = done * cfg.batch_size / result.seconds if result.seconds > 0 else 0.0
+    result.samples_per_second = (result.step - start) * cfg.batch_size / max(result.seconds, 1e-12)
     return result, ema
 
 
