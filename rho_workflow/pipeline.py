@@ -247,7 +247,6 @@ class Pipeline:
 
     def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Generated vs held-out simulated fields at the held-out parameter points."""
-        stages.require(self.out.checkpoint_path, "checkpoint", "train")
         result = stages.evaluate(self.config, self._param_space(), client, resume, self.progress)
         self._record("evaluate", result.pop("fingerprint"), result)
         return result

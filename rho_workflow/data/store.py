@@ -37,8 +37,7 @@ from rho_workflow.data.config import DataConfig
 from rho_workflow.data.ingest import SAMPLE_DIM, IngestPlan, build_fields, plan_ingest
 from rho_workflow.data.netcdf import CONVENTIONS
 from rho_workflow.data.training_store import SPLITS, TrainingStore, open_store
-from rho_workflow.data.transforms import (Affine, Chain, Log, MinMax, PerChannel, Transform,
-                                          transform_from_dict)
+from rho_workflow.data.transforms import Affine, Chain, Log, MinMax, PerChannel, Transform
 from rho_workflow.data.validate import (DataValidationError, Problem, block_summary,
                                         combine_stats, judge_summaries)
 from rho_workflow.params import Parameter, ParamSpace

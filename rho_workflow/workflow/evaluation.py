@@ -73,12 +73,11 @@ def box_size_of(coords: Mapping[str, Any], dims: list[str]) -> tuple[float | Non
 
 
 def held_out_log_likelihood(client: Any, checkpoint: str | Path, store_path: str | Path,
-                            refs: list[tuple[dict, np.ndarray]], *, method: str = "ode",
-                            max_fields: int = 2, threads: int | None = 1,
+                            refs: list[tuple[dict, np.ndarray]], *, checkpoint_sha256: str,
+                            method: str = "ode", max_fields: int = 2, threads: int | None = 1,
                             gpu: bool = False) -> dict[str, Any]:
     """``log p(x | point)`` in bits per dimension of up to ``max_fields`` reference fields
     per point, computed in one task on ``client`` (a ``GPU`` worker when ``gpu``)."""
-    from rho_workflow.atomic import file_sha256
     from rho_workflow.data.store import open_store
     from rho_workflow.workflow.tasks import log_likelihood_task
 
@@ -90,7 +89,7 @@ def held_out_log_likelihood(client: Any, checkpoint: str | Path, store_path: str
             points += [dict(point)] * len(chosen)
             cases += [case] * len(chosen)
     future = client.submit(log_likelihood_task, np.concatenate(fields), points,
-                           checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint),
+                           checkpoint=str(checkpoint), checkpoint_sha256=checkpoint_sha256,
                            method=method, unit="bits_per_dim", threads=threads,
                            device="auto" if gpu else "cpu",
                            resources={"GPU": 1} if gpu else None, pure=False)

@@ -158,7 +158,8 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
         refs = reference_points(store, e.split, e.max_points)
     plan = evaluation_plan(refs, s, param_space)
     out_dir = o.evaluation_dir
-    attrs = provenance_attrs(plan, checkpoint_sha256=file_sha256(o.checkpoint_path),
+    sha = file_sha256(o.checkpoint_path)
+    attrs = provenance_attrs(plan, checkpoint_sha256=sha,
                              config=config.to_dict(), title=f"{config.name}: generated fields at "
                              f"the {e.split} parameter points", institution=o.institution,
                              command="rho-workflow evaluate")
@@ -168,7 +169,7 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
     likelihood = None
     if e.log_likelihood != "none":
         likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path, refs,
-                                             method=e.log_likelihood, max_fields=e.likelihood_fields,
+                                             checkpoint_sha256=sha, method=e.log_likelihood, max_fields=e.likelihood_fields,
                                              threads=s.threads, gpu=s.gpu)
     summary = evaluate_sweep(out_dir / "samples.nc", o.store_path, refs, out_dir, bins=e.bins,
                              figures=e.figures, log_likelihood=likelihood)
