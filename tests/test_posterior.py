@@ -81,10 +81,10 @@ def test_denoising_matches_conditional_gaussian(name, spacing, steps):
     _check_moments(samples, mean, cov, tol_cov=0.06)
 
 
-def test_general_log_r_takes_dps_and_the_linear_form_is_the_better_one():
-    """A general log r goes through DPS: it pulls the samples toward the observation (here it
-    overshoots, the known overweighting of r at high noise); for a Gaussian r the linear form
-    is exact and must beat it on the mean and the covariance."""
+def test_general_log_r_takes_the_perturbation_form_and_the_linear_form_is_the_better_one():
+    """A general log r goes through the first-order perturbation form (Sohl-Dickstein eq. 22): it
+    pulls the samples toward the observation; for a Gaussian r the linear form is exact and must
+    beat it on the mean and the covariance."""
     y = torch.tensor([1.5], dtype=torch.float64)
     log_r = lambda x0: -0.5 * ((x0[:, 0] - y) / 0.3) ** 2  # noqa: E731
     dps = _sample(observed(DATA, log_r=log_r), DATA.d, "dpmpp_2m", "log-snr", 50)

@@ -26,10 +26,18 @@ system is solved matrix-free by conjugate gradients; each iteration is one vecto
 product (``J^T u``; ``J`` is symmetric for an exact denoiser, being ``sigma^2`` times the
 Hessian of ``log p(x_t)`` plus the identity).
 
-A general differentiable ``log r(x0)`` is taken in the DPS approximation (Chung et al.
-2023): ``p(y | x_t) ~ r(D(x_t))``, i.e. ``D_r = D + sigma^2 grad_{x_t} log r(D(x_t))``.
-**Approximation:** it ignores the spread of ``x0`` around ``D`` and so overweights ``r`` at
-high noise; it is exact only as ``sigma -> 0``. Use the linear Gaussian form when ``r`` is one.
+A general differentiable ``log r(x0)`` is taken in the perturbation form of Sohl-Dickstein
+et al. 2015 (app. C, eq. 22): when ``r`` is smooth on the scale of the kernel's spread, the
+product of a Gaussian ``N(mu, Sigma)`` with ``r`` is the Gaussian of mean
+``mu + Sigma grad log r(mu)``. Applied to ``p(x0 | x_t) ~ N(D, r_t^2 I)`` with the isotropic
+spread ``r_t^2 = sigma^2 sigma_data^2 / (sigma^2 + sigma_data^2)`` (that of Gaussian data of
+variance ``sigma_data^2``, as in PiGDM), ``D_r = D + r_t^2 grad log r(D)``, damped by the
+curvature ``h`` of ``log r`` along its gradient to ``r_t^2 g / (1 - r_t^2 h)`` so that a sharp
+``r`` does not overshoot (one Hessian-vector product of ``log r``; no backward pass through
+the network). **Approximation:** ``p(x0 | x_t)`` isotropic with the spread of Gaussian data,
+and ``log r`` locally quadratic along its gradient; exact as ``sigma -> 0`` for any smooth
+``r``. For a Gaussian ``r`` of a linear map use a linear observation, which uses the model's
+own covariance and is exact for Gaussian data.
 """
 
 from __future__ import annotations
@@ -139,7 +147,7 @@ class ObservedDenoiser:
     observation : LinearObservation, optional
         Linear Gaussian observations (inpainting, denoising, points), in normalized units.
     log_r : callable, optional
-        ``log r(x0) -> (B,)``, differentiable; added in the DPS approximation.
+        ``log r(x0) -> (B,)``, differentiable; added in the perturbation form (eq. 22).
     cg_iters : int
         Most conjugate-gradient iterations per call (one vector-Jacobian product each).
     cg_tol : float
@@ -174,9 +182,8 @@ class ObservedDenoiser:
             if self.observation is not None:
                 out = out + s2 * self._gaussian_update(xg, d, s2)
             if self.log_r is not None:
-                value = self.log_r(d).sum()
-                (g,) = torch.autograd.grad(value, xg, retain_graph=False)
-                out = out + s2 * g
+                sd2 = float(getattr(self.denoiser, "sigma_data", 1.0)) ** 2
+                out = out + _perturbation_step(self.log_r, d.detach(), s2 * sd2 / (s2 + sd2))
         return out.to(x.dtype)
 
     def _vjp(self, xg: torch.Tensor, d: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -199,6 +206,21 @@ class ObservedDenoiser:
         v, iters, rel = _conjugate_gradients(matvec, b, self.cg_iters, self.cg_tol)
         self.last_cg = (iters, rel)
         return self._vjp(xg, d, obs.adjoint(v, d)).detach()
+
+
+def _perturbation_step(log_r: LogR, d: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
+    """``r_t^2 g / (1 - r_t^2 h)``: eq. 22's shift ``r_t^2 grad log r``, damped by the curvature
+    ``h = u^T H u`` of ``log r`` along ``u = g/|g|`` (exact product mean for a quadratic ``log r``
+    whose gradient is an eigenvector of its Hessian; ``h > 0`` is not used to amplify)."""
+    d0 = d.requires_grad_(True)
+    (g,) = torch.autograd.grad(log_r(d0).sum(), d0, create_graph=True)
+    flat = g.detach().flatten(1)
+    u = (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-300)).reshape(g.shape)
+    (hu,) = torch.autograd.grad((g * u).sum(), d0, allow_unused=True)
+    h = torch.zeros(g.shape[0], dtype=g.dtype) if hu is None else (hu * u).flatten(1).sum(1)
+    r2_rows = r2.reshape(-1)
+    scale = r2_rows / (1.0 - r2_rows * h.detach().clamp(max=0.0))
+    return _bcast(scale, g) * g.detach()
 
 
 def _conjugate_gradients(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rho_workflow.data.transforms import Affine, Chain, Log, Transform, transform_from_dict
+from rho_workflow.diffusion.posterior import observed
 from rho_workflow.diffusion.precond import Denoiser, guided
 from rho_workflow.diffusion.random import BatchGenerator, derive_seed
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS, sampler_spec
@@ -28,6 +29,7 @@ from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.params import ParamSpace
 from rho_workflow.training.checkpoint import load_checkpoint, save_checkpoint
 from rho_workflow.training.likelihood import FieldLogProb, field_log_prob
+from rho_workflow.training.observe import prepare_observations
 from rho_workflow.training.trainer import TrainConfig, TrainResult, resolve_device, train
 
 __all__ = ["TrainedModel", "default_network", "DEFAULT_SAMPLER", "DEFAULT_SPACING"]
@@ -229,13 +231,22 @@ class TrainedModel:
                       sampler: str = DEFAULT_SAMPLER, steps: int = 25, guidance: float = 0.0,
                       spacing: str | None = None, batch_size: int = 64,
                       allow_extrapolation: bool = False, physical: bool = True,
-                      **sampler_options: Any) -> np.ndarray:
+                      observe: Any = None, cg_iters: int = 20, **sampler_options: Any) -> np.ndarray:
         """One field per (point, seed), shape ``(B, C, *spatial)``.
 
         ``sampler`` is one of ``ddpm``, ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``heun``; ``steps`` the number of
         noise levels (``ddpm`` with ``steps == T`` is Ho et al.'s full chain); ``guidance`` the
         classifier-free guidance scale (0: the calibrated conditional density). Values come back
         in physical units (``physical=False``: normalized), NaN at masked points.
+
+        ``observe`` conditions the fields on observations (one or a list): a
+        :class:`~rho_workflow.data.observations.KnownRegion` (inpainting),
+        :class:`~rho_workflow.data.observations.NoisyField` (denoising),
+        :class:`~rho_workflow.data.observations.Stations` (point observations at grid
+        coordinates), a netCDF path or xarray Dataset of those, or a callable ``log r(x)`` of
+        the physical field. Linear Gaussian observations use the Tweedie moment projection
+        (exact for Gaussian data; ``cg_iters`` conjugate-gradient steps per network call), a
+        general ``log r`` the DPS approximation: :mod:`rho_workflow.diffusion.posterior`.
         """
         if len(points) != len(seeds):
             raise ValueError(f"{len(points)} parameter points but {len(seeds)} seeds; give one seed per sample")
@@ -246,7 +257,8 @@ class TrainedModel:
         sigmas = sampling_sigmas(self.schedule, steps, spacing=spacing)
         cond_all = (torch.from_numpy(self.param_space.to_array(list(points), allow_extrapolation))
                     if len(self.param_space) else None)
-        denoiser = guided(self._denoiser_for_sampling(), guidance)
+        lin_obs, log_r = prepare_observations(self, observe)
+        denoiser = observed(guided(self._denoiser_for_sampling(), guidance), lin_obs, log_r, cg_iters=cg_iters)
         out = []
         for start in range(0, len(seeds), batch_size):
             gen = BatchGenerator(seeds[start:start + batch_size], device="cpu")
