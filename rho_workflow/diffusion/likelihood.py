@@ -188,16 +188,20 @@ def _denoise_error(denoiser: Denoise, x0: torch.Tensor, cond: torch.Tensor | Non
     return ((x0 - x0_hat) ** 2 * w).flatten(1).sum(1)
 
 
-def _draws(generator: Any, x0: torch.Tensor, n_noise: int) -> torch.Tensor:
-    """``n_noise`` standard normal draws per sample, shape ``(n_noise, B, ...)``."""
+def _draws(generator: Any, x0: torch.Tensor, n_noise: int, antithetic: bool = False) -> torch.Tensor:
+    """``n_noise`` standard normal draws per sample, shape ``(n_noise, B, ...)``; antithetic: the
+    second half is the first half negated."""
+    if antithetic:
+        half = torch.stack([generator.randn_like(x0) for _ in range(n_noise // 2)]).to(torch.float64)
+        return torch.cat([half, -half])
     return torch.stack([generator.randn_like(x0) for _ in range(n_noise)]).to(torch.float64)
 
 
 def variational_bound(denoiser: Denoise, schedule: NoiseSchedule, x0: torch.Tensor,
                       cond: torch.Tensor | None = None, *, generator: Any, variance: str = "beta",
                       n_noise: int = 1, t_samples: int | None = None,
-                      step_generator: torch.Generator | None = None,
-                      mask: torch.Tensor | None = None) -> BoundResult:
+                      step_generator: torch.Generator | None = None, stratified: bool = False,
+                      antithetic: bool = False, mask: torch.Tensor | None = None) -> BoundResult:
     """Sohl-Dickstein et al. 2015 eq. 14, as Ho et al. 2020 eq. 5: ``K = -L_T - sum_t L_{t-1} - L_0``, nats.
 
     Parameters
@@ -223,6 +227,16 @@ def variational_bound(denoiser: Denoise, schedule: NoiseSchedule, x0: torch.Tens
         Monte-Carlo over steps: ``t_samples`` steps drawn uniformly from ``2..T`` (with
         ``step_generator``) estimate the sum; its standard error is returned. Default: the
         exact sum over all ``T`` steps.
+    stratified : bool
+        With ``t_samples``: one step drawn in each of ``t_samples`` equal strata of ``2..T``
+        (unbiased, lower variance; the standard error returned is the conservative one of
+        independent draws). With the same ``step_generator`` seed and noise seeds, two
+        conditions see the same steps and noise (common random numbers), so differences of
+        K across parameters are far less noisy than K itself: what parameter inference needs.
+    antithetic : bool
+        Pair each noise draw ``n`` with ``-n`` (``n_noise`` even): the term of the error that is
+        linear in the noise cancels within each pair (exactly so for a linear denoiser, i.e.
+        Gaussian data). The standard error is then taken over the pair means.
     mask : Tensor of bool, optional
         Valid elements of one sample (True); the others do not count.
     """
@@ -230,33 +244,37 @@ def variational_bound(denoiser: Denoise, schedule: NoiseSchedule, x0: torch.Tens
         raise ValueError(f"unknown reverse variance {variance!r}; valid choices are {list(VARIANCES)}")
     if int(n_noise) < 1:
         raise ValueError(f"n_noise must be an integer >= 1 (noise draws per step), got {n_noise}")
+    if antithetic and int(n_noise) % 2:
+        raise ValueError(f"antithetic draws come in pairs: n_noise must be even, got {n_noise}")
     start = time.perf_counter()
     x0 = x0.to(torch.float64)
     w = _weights(mask, x0)
     d = w.expand_as(x0).flatten(1).sum(1)
     sig = [float(v) for v in schedule.sigmas]
-    steps = _chosen_steps(schedule.T, t_samples, step_generator)
-    kl = _kl_terms(denoiser, x0, cond, w, d, sig, steps, generator, n_noise, variance)
-    dec, v_dec = _decoder_nll(denoiser, x0, cond, w, d, sig[0], _draws(generator, x0, n_noise))
+    steps = _chosen_steps(schedule.T, t_samples, step_generator, stratified)
+    kl = _kl_terms(denoiser, x0, cond, w, d, sig, steps, generator, n_noise, variance, antithetic)
+    dec, v_dec = _decoder_nll(denoiser, x0, cond, w, d, sig[0], _draws(generator, x0, n_noise, antithetic))
     prior = _prior_kl(x0, w, d, sig[-1])
     scale = (schedule.T - 1) / len(steps) if t_samples else 1.0
     total = -(prior + dec + scale * kl.sum(2))  # (n_noise, B)
-    stderr = _bound_stderr(total, kl, dec, scale, t_samples)
+    pairs = (lambda v: 0.5 * (v[: v.shape[0] // 2] + v[v.shape[0] // 2:])) if antithetic else (lambda v: v)  # noqa: E731
+    stderr = _bound_stderr(pairs(total), pairs(kl), pairs(dec), scale, t_samples)
     return BoundResult(
         method="bound-mc-t" if t_samples else "bound", values=total.mean(0).cpu().numpy(),
         stderr=stderr, nfe=(len(steps) + 1) * n_noise, wall_s=time.perf_counter() - start,
-        dim=int(d[0]), info={"variance": variance, "n_noise": n_noise, "T": schedule.T,
+        dim=int(d[0]), info={"variance": variance, "n_noise": n_noise, "antithetic": antithetic, "T": schedule.T,
                              "t_samples": t_samples, "decoder_variance": v_dec},
         prior=prior.cpu().numpy(), decoder=dec.mean(0).cpu().numpy(),
         steps=np.asarray(steps), kl=kl.mean(0).cpu().numpy())
 
 
 def _kl_terms(denoiser: Denoise, x0: torch.Tensor, cond: torch.Tensor | None, w: torch.Tensor, d: torch.Tensor,
-              sig: list[float], steps: list[int], generator: Any, n_noise: int, variance: str) -> torch.Tensor:
+              sig: list[float], steps: list[int], generator: Any, n_noise: int, variance: str,
+              antithetic: bool = False) -> torch.Tensor:
     """``L_{t-1}`` at each step ``t`` of ``steps`` for each noise draw, shape ``(n_noise, B, S)``."""
     kl = torch.zeros(n_noise, x0.shape[0], len(steps), dtype=torch.float64, device=x0.device)
     for j, t in enumerate(steps):
-        noise = _draws(generator, x0, n_noise)
+        noise = _draws(generator, x0, n_noise, antithetic)
         for k in range(n_noise):
             err2 = _denoise_error(denoiser, x0, cond, w, sig[t - 1], noise[k])
             kl[k, :, j] = _step_kl(err2, d, sig[t - 1], sig[t - 2], variance)
@@ -272,13 +290,20 @@ def _decoder_nll(denoiser: Denoise, x0: torch.Tensor, cond: torch.Tensor | None,
     return dec, v_dec
 
 
-def _chosen_steps(T: int, t_samples: int | None, step_generator: torch.Generator | None) -> list[int]:
+def _chosen_steps(T: int, t_samples: int | None, step_generator: torch.Generator | None,
+                  stratified: bool = False) -> list[int]:
     if t_samples is None:
         return list(range(2, T + 1))
     if int(t_samples) < 2:
         raise ValueError(f"t_samples must be >= 2 to have a standard error, got {t_samples}")
     if step_generator is None:
         raise ValueError("t_samples draws the steps at random and needs step_generator=torch.Generator()")
+    if stratified:  # one uniform step in each of t_samples equal strata of 2..T (still unbiased)
+        if int(t_samples) > T - 1:
+            raise ValueError(f"stratified t_samples={t_samples} exceeds the T - 1 = {T - 1} steps")
+        u = torch.rand(int(t_samples), generator=step_generator, dtype=torch.float64)
+        edges = (torch.arange(int(t_samples), dtype=torch.float64) + u) * (T - 1) / int(t_samples)
+        return [int(v) + 2 for v in edges.floor().clamp(max=T - 2)]
     return [int(v) + 2 for v in torch.randint(T - 1, (int(t_samples),), generator=step_generator)]
 
 

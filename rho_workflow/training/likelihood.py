@@ -132,6 +132,7 @@ def _conditions(model: Any, params: Mapping[str, Any] | Sequence[Mapping[str, An
 
 def field_log_prob(model: Any, fields: np.ndarray, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
                    method: str = "ode", unit: str = "nats", *, batch_size: int = 64, seed: int = 0,
+                   seeds: Sequence[int] | None = None, step_seed: int | None = None,
                    **options: Any) -> FieldLogProb:
     """``log p(x | params)`` of physical fields: the core :func:`log_prob` plus ``log |det dT/dx|``.
 
@@ -151,6 +152,11 @@ def field_log_prob(model: Any, fields: np.ndarray, params: Mapping[str, Any] | S
     seed : int
         Seed of the random parts (Hutchinson probes, the bound's noise): field ``i`` uses
         ``derive_seed(seed, "log_prob", i)``, independent of ``batch_size``.
+    seeds : sequence of int, optional
+        One seed per field instead (equal seeds: the same noise, common random numbers).
+    step_seed : int, optional
+        With the bound's ``t_samples``: every batch draws its steps from a generator seeded
+        with ``step_seed``, so all fields see the same steps whatever the batching.
     **options
         Options of the core method (``rtol``, ``atol``, ``n_probes``, ``n_noise``, ...).
     """
@@ -166,10 +172,15 @@ def field_log_prob(model: Any, fields: np.ndarray, params: Mapping[str, Any] | S
     log_jac = (model.transform.log_abs_derivative(safe) * valid).reshape(x.shape[0], -1).sum(1)
     denoiser, device = model._denoiser_for_sampling(), getattr(model, "device", "cpu")
     mask_t = None if spatial_mask is None else torch.from_numpy(np.array(valid)).to(device)
+    if seeds is not None and len(seeds) != x.shape[0]:
+        raise _error(f"{len(seeds)} seeds for {x.shape[0]} fields", "one seed per field", "pass len(fields) seeds")
+    all_seeds = list(seeds) if seeds is not None else [derive_seed(seed, "log_prob", i) for i in range(x.shape[0])]
     start, parts = time.perf_counter(), []
     for lo in range(0, x.shape[0], batch_size):
         hi = min(lo + batch_size, x.shape[0])
-        gen = BatchGenerator([derive_seed(seed, "log_prob", i) for i in range(lo, hi)], device="cpu")
+        gen = BatchGenerator(all_seeds[lo:hi], device="cpu")
+        if step_seed is not None:
+            options["step_generator"] = torch.Generator().manual_seed(int(step_seed))
         zb = torch.from_numpy(z[lo:hi]).to(device)
         cb = None if cond is None else cond[lo:hi].to(device)
         parts.append(log_prob(denoiser, model.schedule, zb, cb, method=method, mask=mask_t, generator=gen,

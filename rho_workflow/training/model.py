@@ -291,6 +291,19 @@ class TrainedModel:
         result = field_log_prob(self, fields, params, method=method, unit=unit, **options)
         return result if details else result.values
 
+    def infer(self, field: np.ndarray, prior: Mapping[str, Any] | None = None, *, method: str = "grid",
+              likelihood: str = "bound", seed: int = 0, likelihood_options: Mapping[str, Any] | None = None,
+              **options: Any) -> Any:
+        """The posterior ``p(theta | field)`` of the physical parameters, as an xarray Dataset.
+
+        :func:`rho_workflow.training.inference.infer_field`: ``method`` ``grid`` (up to 3
+        continuous parameters) or ``mcmc`` (emcee); ``likelihood`` ``bound`` (stratified
+        Monte-Carlo K with common random numbers) or ``ode``; ``prior`` per parameter.
+        """
+        from rho_workflow.training.inference import infer_field
+        return infer_field(self, field, prior, method=method, likelihood=likelihood, seed=seed,
+                           likelihood_options=likelihood_options, **options)
+
     def _denoiser_for_sampling(self) -> Denoiser:
         """The denoiser with EMA weights (if trained), in eval mode on ``self.device``."""
         if self._sampling_denoiser is None:
