@@ -2,6 +2,7 @@
 
     rho-workflow run PIPELINE.yaml [--dry-run] [--resume] [--cluster SPEC]
     rho-workflow preprocess|train|sample|evaluate PIPELINE.yaml [--resume] [--cluster SPEC]
+    rho-workflow infer PIPELINE.yaml --observed FIELD.nc [--method grid|mcmc] [--prior YAML]
     rho-workflow make-data KIND OUT_DIR --runs N --seed S
     rho-workflow schema            # JSON Schema of the pipeline file, for editors
 
@@ -45,6 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "resume training from its checkpoint")
         p.add_argument("--cluster", metavar="SPEC",
                        help="override the cluster section: a kind name, a YAML file or inline YAML")
+    inf = sub.add_parser("infer", help="infer the physical parameters of an observed field",
+                         description="posterior of the parameters that produced the field(s) of a netCDF file, "
+                                     "under the pipeline's trained model; writes <output.dir>/inference/")
+    inf.add_argument("pipeline", help="pipeline YAML file whose train stage has run")
+    inf.add_argument("--observed", required=True, metavar="FILE.nc",
+                     help="netCDF file with the model's field variable on its grid (one field, or several "
+                          "along one more dim)")
+    inf.add_argument("--variable", help="the field variable (default: the model's field)")
+    inf.add_argument("--method", choices=["grid", "mcmc"], default="grid",
+                     help="grid (up to 3 continuous parameters) or mcmc (emcee)")
+    inf.add_argument("--likelihood", choices=["bound", "ode"], default="bound",
+                     help="bound: Monte-Carlo bound K (fast); ode: exact probability-flow density")
+    inf.add_argument("--prior", metavar="YAML",
+                     help="per-parameter prior as inline YAML, e.g. \"{index: [-2.5, -1.5], amplitude: 1.0}\" "
+                          "(a range is uniform, a number fixes the parameter; default: the trained ranges)")
+    inf.add_argument("--no-figures", action="store_true", help="no corner plot")
     from rho_workflow.data.make_data import add_arguments
 
     make = sub.add_parser("make-data", help="write a synthetic simulation sweep as netCDF")
@@ -86,6 +103,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(json.dumps(PipelineConfig.json_schema(), indent=2))
         return 0
+    if args.command == "infer":
+        return _infer(args)
     from rho_workflow.pipeline import Pipeline
     from rho_workflow.workflow.cluster import parse_cluster_override
 
@@ -100,6 +119,38 @@ def _dispatch(args: argparse.Namespace) -> int:
     stages = None if args.command == "run" else [args.command]
     results = pipeline.run(stages, resume=args.resume)
     print(format_summary(pipeline, results))
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from rho_workflow.config import load_pipeline
+    from rho_workflow.errors import ConfigError
+    from rho_workflow.workflow.inference import infer_observed
+
+    prior = None
+    if args.prior:
+        try:
+            prior = yaml.safe_load(args.prior)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"--prior: not valid YAML: {exc}"], what="--prior") from None
+        if not isinstance(prior, dict):
+            raise ConfigError([f"--prior: must be a mapping of parameter names to priors, got {prior!r}"],
+                              what="--prior")
+    config = load_pipeline(args.pipeline)
+    result = infer_observed(config, args.observed, method=args.method, likelihood=args.likelihood, prior=prior,
+                            variable=args.variable, figures=not args.no_figures)
+    lines = [f"infer: {result['fields']} field(s) from {args.observed} ({result['method']}, "
+             f"likelihood {result['likelihood']})"]
+    for i, summary in enumerate(result["summaries"]):
+        for name, s in summary.items():
+            if "mean" in s:
+                lines.append(f"  field {i}: {name} = {s['mean']:.4g} +- {s['sd']:.2g} {s['units']} "
+                             f"(68%: {s['ci68'][0]:.4g} .. {s['ci68'][1]:.4g}; 95%: {s['ci95'][0]:.4g} .. "
+                             f"{s['ci95'][1]:.4g})")
+            elif "probabilities" in s:
+                lines.append(f"  field {i}: {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in s["probabilities"].items()))
+    lines += [f"  wrote {p}" for p in result["outputs"]]
+    print("\n".join(lines))
     return 0
 
 

@@ -105,6 +105,31 @@ class TrainingSection(TrainConfig):
         return TrainConfig(**{k: getattr(self, k) for k in TrainConfig.model_fields})
 
 
+class ConditioningSection(Section):
+    """Observations every field of the sweep is conditioned on (inpainting, denoising, stations).
+
+    ``observations`` is a netCDF file in the convention of
+    :func:`rho_workflow.data.observations.read_observations`: the model's field variable on the
+    grid (finite cells known exactly, or with an ``<field>_error`` variable: noisy), or a
+    station table along one dim with coordinate variables named like the grid dims and
+    ``<field>_error``; values and positions in any units convertible to the model's.
+    ``cg_iters`` bounds the conjugate-gradient steps per network call
+    (:mod:`rho_workflow.diffusion.posterior`).
+    """
+
+    observations: str
+    variable: str | None = None
+    cg_iters: int = Field(20, ge=1)
+
+    @field_validator("observations")
+    @classmethod
+    def _exists(cls, v: str) -> str:
+        if not Path(v).is_file():
+            raise ValueError(f"observation file {v!r} does not exist (relative paths are taken from the "
+                             f"current directory, {os.getcwd()}); write the observations first or fix the path")
+        return v
+
+
 class SamplingSection(Section):
     """A sweep: a Cartesian ``grid`` of parameter values or a ``table`` of points.
 
@@ -112,6 +137,7 @@ class SamplingSection(Section):
     range ``{start, stop, num | step, units}``; ``table`` is a list of parameter dicts (or the
     path of a CSV file with one column per parameter) with ``table_units``. Every point gets
     ``members`` samples; sample ``m`` of point ``p`` is seeded by ``derive_seed(seed, p, m)``.
+    With ``conditioning`` every sample is drawn from the model conditioned on observations.
     The network is evaluated in fixed micro-batches of ``batch_size`` consecutive samples of the
     sweep, so that results do not depend on ``chunk_size`` (samples per Dask task, a multiple
     of ``batch_size``).
@@ -131,6 +157,7 @@ class SamplingSection(Section):
     gpu: bool = False
     threads: int = Field(1, ge=1)
     retries: int = Field(2, ge=0)
+    conditioning: ConditioningSection | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SamplingSection":

@@ -34,7 +34,7 @@ import numpy as np
 from rho_workflow.data.units import UnitsError, convert, linear_conversion
 from rho_workflow.errors import RhoWorkflowError
 
-__all__ = ["KnownRegion", "NoisyField", "Stations", "ObservationRows", "ObservationError", "observation_rows",
+__all__ = ["read_fields", "KnownRegion", "NoisyField", "Stations", "ObservationRows", "ObservationError", "observation_rows",
            "read_observations", "interpolation_weights"]
 
 
@@ -320,3 +320,46 @@ def _in_units(da: Any, units: str, where: str) -> Any:
         return da.copy(data=convert(np.asarray(da.values, dtype=np.float64), source, units, where=where))
     except UnitsError as exc:
         raise ObservationError(str(exc)) from None
+
+
+def read_fields(source: Any, labels: Mapping[str, Any], *, variable: str | None = None,
+                where: str | None = None) -> np.ndarray:
+    """Observed fields from a netCDF file or Dataset: ``(N, C, *spatial)`` in the model's units.
+
+    The variable named like the model's field (or ``variable``) holds one field on the grid's
+    dims, or several along one more dim; NaN cells are allowed only where the model masks.
+    """
+    import xarray as xr
+
+    is_ds = isinstance(source, xr.Dataset)
+    where = where or ("observed fields" if is_ds else str(source))
+    if not is_ds and not Path(source).is_file():
+        raise _error(f"observed field file {source} does not exist", where, "the file must exist", "fix the path")
+    fields = [f["name"] for f in labels["fields"]]
+    name = variable or fields[0]
+    if name not in fields:
+        raise _error(f"variable {name!r}", where, f"one of the model's fields {fields}", "name a modelled field")
+    if len(fields) > 1:
+        raise _error(f"a model of {len(fields)} fields", where, "inference from a file takes one-field models",
+                     "use model.infer with an array of shape (C, *spatial)")
+    ds = source if is_ds else xr.open_dataset(source, decode_times=False)
+    with (contextlib.nullcontext(ds) if is_ds else ds):
+        if name not in ds:
+            raise _error(f"no variable {name!r} (the file holds {sorted(ds.data_vars)})", where,
+                         "the observed field is a variable named like the model's field", f"rename it to {name!r}")
+        da = ds[name]
+        dims = list(labels["spatial"]["dims"])
+        extra = [d for d in da.dims if d not in dims]
+        if not set(dims) <= set(da.dims) or len(extra) > 1:
+            raise _error(f"variable {name!r} has dims {da.dims}", where,
+                         f"a field on the grid's dims {dims}, with at most one more dim of several fields",
+                         "write the field on the model's grid")
+        da = da.transpose(*extra, *dims)
+        units = labels["fields"][0].get("units", "1")
+        values = np.asarray(_in_units(da, units, f"{where}: variable {name!r}").values, dtype=np.float64)
+    spatial = tuple(len(labels["spatial"]["coords"][d]["values"]) for d in dims)
+    if values.shape[-len(dims):] != spatial:
+        raise _error(f"field of grid shape {values.shape[-len(dims):]}", where,
+                     f"the model's grid is {dict(zip(dims, spatial))}", "regrid the field to the model's grid")
+    values = values.reshape(-1, 1, *spatial)
+    return values

@@ -17,20 +17,21 @@ A general ``log r`` is given in physical units: ``log_r(x)`` receives the physic
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from rho_workflow.atomic import file_sha256
 from rho_workflow.data.labels import default_labels
 from rho_workflow.data.observations import ObservationError, ObservationRows, observation_rows, read_observations
 from rho_workflow.data.transforms import Affine, Chain, Identity, Log, MinMax, PerChannel, Transform
 from rho_workflow.diffusion.posterior import LinearObservation
 
-__all__ = ["prepare_observations", "normalized_rows", "torch_inverse"]
+__all__ = ["prepare_observations", "normalized_rows", "torch_inverse", "model_labels"]
 
 
-def _labels(model: Any) -> dict:
+def model_labels(model: Any) -> dict:
     meta = model.metadata or {}
     return meta if "spatial" in meta and "fields" in meta else default_labels(_grid_shape(model))
 
@@ -69,10 +70,18 @@ def prepare_observations(model: Any, observe: Any) -> tuple[LinearObservation | 
     if observe is None:
         return None, None
     items: Sequence[Any] = observe if isinstance(observe, (list, tuple)) else [observe]
-    labels = _labels(model)
+    labels = model_labels(model)
     linear, log_rs = [], []
     for item in items:
-        if callable(item) and not isinstance(item, type):
+        if isinstance(item, Mapping) and "path" in item:  # a file named by a config (pipeline sampling)
+            if item.get("sha256") and file_sha256(item["path"]) != item["sha256"]:
+                raise ObservationError(what=f"observation file {item['path']} changed since the sweep was planned",
+                                       where=item.get("where", "sampling.conditioning.observations"),
+                                       rule="a sweep's observations stay the same for all its chunks",
+                                       fix="restore the file, or rerun the sample stage without --resume")
+            linear.extend(read_observations(item["path"], labels, variable=item.get("variable"),
+                                            where=item.get("where", "sampling.conditioning.observations")))
+        elif callable(item) and not isinstance(item, type):
             log_rs.append(item)
         elif _is_file_like(item):
             linear.extend(read_observations(item, labels))

@@ -74,6 +74,10 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
                     len(plan.chunks), len(todo))
     options = {"sampler": plan.sampler, "steps": plan.steps, "guidance": plan.guidance,
                "allow_extrapolation": plan.allow_extrapolation}
+    if plan.conditioning is not None:  # every sample conditioned on the observations (read on the worker)
+        c = plan.conditioning
+        options.update(observe={"path": c["observations"], "variable": c["variable"], "sha256": c["sha256"]},
+                       cg_iters=c["cg_iters"])
     device = "auto" if gpu else "cpu"
     kwargs = dict(checkpoint=checkpoint, checkpoint_sha256=sha, options=options, dtype=dtype,
                   threads=threads, device=device)

@@ -136,10 +136,30 @@ def sample(config: Any, plan: Any, client: Any, resume: bool, progress: bool) ->
     attrs = provenance_attrs(plan, checkpoint_sha256=sha, config=config.to_dict(), title=o.title,
                              institution=o.institution,
                              command=f"rho-workflow sample {config.source or config.name}")
+    if plan.conditioning is not None:
+        attrs.update(conditioning_attrs(o.checkpoint_path, plan.conditioning))
     return run_sweep(plan, o.checkpoint_path, o.samples_path, o.parts_dir, client=client,
                      resume=resume, fmt=o.format, complevel=o.complevel, dtype=o.dtype, gpu=s.gpu,
                      threads=s.threads, retries=s.retries, attrs=attrs, keep_parts=o.keep_parts,
                      progress=progress)
+
+
+def conditioning_attrs(checkpoint: Any, conditioning: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the observations against the trained model on the driver (one clear error before
+    any task), and describe them for the output's global attributes."""
+    from rho_workflow.training.model import TrainedModel
+    from rho_workflow.training.observe import prepare_observations
+
+    model = TrainedModel.load(checkpoint, device="cpu")
+    lin, _ = prepare_observations(model, {"path": conditioning["observations"],
+                                          "variable": conditioning["variable"]})
+    rows = lin.info.get("rows", {})
+    return {"conditioning": (f"each field drawn from the model conditioned on the observations in "
+                             f"{Path(conditioning['observations']).name} ({', '.join(f'{v} {k} rows' for k, v in rows.items())}); "
+                             "Tweedie moment projection of E[x0 | x_t, y], exact for Gaussian data "
+                             "(rho_workflow.diffusion.posterior)"),
+            "conditioning_file_sha256": conditioning["sha256"],
+            "conditioning_cg_iters": int(conditioning["cg_iters"])}
 
 
 def evaluate(config: Any, param_space: Any, client: Any, resume: bool,

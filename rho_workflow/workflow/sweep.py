@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from rho_workflow.atomic import file_sha256
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParameterError, ParamSpace
@@ -51,11 +52,15 @@ class SweepRequest:
     allow_extrapolation: bool = False
     batch_size: int = 16
     chunk_size: int = 64
+    conditioning: Mapping[str, Any] | None = None
 
     @classmethod
     def from_section(cls, section: Any) -> "SweepRequest":
         """From a validated ``sampling`` section (or any object with these attributes)."""
-        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
+        values = {f.name: getattr(section, f.name, None) for f in fields(cls)}
+        cond = values.get("conditioning")
+        values["conditioning"] = cond.model_dump() if hasattr(cond, "model_dump") else cond
+        return cls(**{k: v for k, v in values.items() if v is not None or k in ("grid", "table")})
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class SweepPlan:
     chunk_size: int
     axes: dict[str, list] = field(default_factory=dict)
     chunks: list[Chunk] = field(default_factory=list)
+    #: ``observations`` (absolute path), its ``sha256``, ``variable`` and ``cg_iters``: every
+    #: sample is conditioned on them (part of the sweep's fingerprint, so resume notices a change)
+    conditioning: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.chunks:
@@ -311,4 +319,15 @@ def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sam
                      members=sampling.members, seed=sampling.seed, sampler=sampling.sampler,
                      steps=sampling.steps, guidance=sampling.guidance,
                      allow_extrapolation=sampling.allow_extrapolation,
-                     batch_size=sampling.batch_size, chunk_size=sampling.chunk_size, axes=axes)
+                     batch_size=sampling.batch_size, chunk_size=sampling.chunk_size, axes=axes,
+                     conditioning=_conditioning(getattr(sampling, "conditioning", None)))
+
+
+def _conditioning(cond: Any) -> dict[str, Any] | None:
+    """The plan's record of the observations: absolute path and content hash (for the fingerprint)."""
+    if cond is None:
+        return None
+    cond = cond.model_dump() if hasattr(cond, "model_dump") else dict(cond)
+    path = Path(cond["observations"]).resolve()
+    return {"observations": str(path), "sha256": file_sha256(path), "variable": cond.get("variable"),
+            "cg_iters": int(cond.get("cg_iters", 20))}
