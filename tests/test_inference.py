@@ -128,3 +128,41 @@ def test_bad_requests_are_one_clear_message(exact_model):
         infer_field(exact_model, np.zeros((8, 8)))
     with pytest.raises(InferenceError, match="'grid' .* or 'mcmc'"):
         infer_field(exact_model, np.zeros((N, N)), method="nested")
+
+
+class CategoricalGRFModel(ExactGRFModel):
+    """index continuous, ``regime`` categorical: 'faint' (amplitude 0.7) or 'bright' (1.6)."""
+
+    AMPLITUDES = {"faint": 0.7, "bright": 1.6}
+
+    def __init__(self):
+        super().__init__()
+        from rho_workflow.params import Parameter, ParamSpace
+        self.param_space = ParamSpace([self.param_space["index"],
+                                       Parameter("regime", "1", "categorical", values=("faint", "bright"))])
+
+    def eigenvalues(self, cond):
+        amp = torch.tensor(list(self.AMPLITUDES.values()), dtype=torch.float64)[cond[:, 1].long()]
+        return amp[:, None, None] * (self.k / K_PIVOT) ** cond[:, 0, None, None].double() / self.dv
+
+
+def test_categorical_parameter_is_summed_and_tabled_against_exact():
+    model = CategoricalGRFModel()
+    field = gaussian_field_with_mean(-2.0, 1.0, N, rng=np.random.default_rng(3))  # between the two regimes
+    post = infer_field(model, field, n_grid=24, n_coarse=10, likelihood_options={"t_samples": 128, "n_noise": 4})
+    table = json.loads(post.attrs["summary"])["regime"]["probabilities"]
+    # exact: the density summed over the index grid of each regime
+    power = (np.abs(np.fft.fft2(field)) ** 2).reshape(-1)
+    k = model.k.numpy().reshape(-1)
+    idx = np.linspace(-3, -1, 400)
+    logz = {}
+    for name, amp in CategoricalGRFModel.AMPLITUDES.items():
+        lam = amp * (k / K_PIVOT) ** idx[:, None] / model.dv
+        ll = -0.5 * (power / (field.size * lam) + np.log(2 * np.pi * lam)).sum(-1)
+        logz[name] = np.logaddexp.reduce(ll)
+    p_bright = 1 / (1 + np.exp(logz["faint"] - logz["bright"]))
+    assert abs(table["bright"] - p_bright) < 0.1, (table, p_bright)
+    assert abs(table["faint"] + table["bright"] - 1) < 1e-9
+    assert set(post["regime"].values) == {"faint", "bright"}
+    with pytest.raises(InferenceError, match="categorical parameters \\['regime'\\] left free"):
+        infer_field(model, field, method="mcmc")
