@@ -113,6 +113,15 @@ class Pipeline:
                             "resources": {"GPU": 1} if cfg.sampling.gpu else "any worker",
                             "retries": cfg.sampling.retries,
                             "writes": str(self.out.samples_path)}
+        if sweep.conditioning is not None:
+            if self.out.checkpoint_path.is_file():  # the observations are checked against the model now
+                from rho_workflow.workflow.stages import conditioning_attrs
+
+                stages["sample"]["conditioning"] = conditioning_attrs(self.out.checkpoint_path,
+                                                                      sweep.conditioning)["conditioning"]
+            else:
+                stages["sample"]["conditioning"] = (f"{sweep.conditioning['observations']}: checked against "
+                                                    "the model when the sample stage starts")
         if cfg.evaluation.enabled:
             stages["evaluate"] = {"reference": f"{cfg.evaluation.split} split of the store, up to "
                                                f"{cfg.evaluation.max_points} parameter points",

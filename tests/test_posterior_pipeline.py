@@ -172,3 +172,16 @@ def test_conditioning_file_errors_at_config_time(trained, tmp_path):
     bad["sampling"]["conditioning"] = {"observations": str(units)}
     with pytest.raises(ObservationError, match="'K' cannot be converted to '1'"):
         Pipeline.from_source(bad, progress=False).run(["sample"])
+
+
+def test_dry_run_checks_the_observations_against_the_trained_model(trained, tmp_path, capsys):
+    root, spec, _ = trained
+    dry = copy.deepcopy(spec)
+    dry["sampling"]["conditioning"] = {"observations": str(_stations(tmp_path / "ok.nc", [50.0], [50.0], [1.0], [0.1],
+                                                                     pos_units="Mparsec"))}
+    assert main(["-q", "run", str(_write_yaml(dry, tmp_path / "p.yaml")), "--dry-run"]) == 0
+    assert "conditioned on the observations in ok.nc (1 stations rows)" in capsys.readouterr().out
+    dry["sampling"]["conditioning"] = {"observations": str(_stations(tmp_path / "far.nc", [5e3], [50.0], [1.0], [0.1],
+                                                                     pos_units="Mparsec"))}
+    assert main(["-q", "run", str(_write_yaml(dry, tmp_path / "p.yaml")), "--dry-run"]) == 2
+    assert "station 0 has x = 5000" in capsys.readouterr().err
