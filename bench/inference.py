@@ -41,13 +41,12 @@ from rho_workflow.data import synthetic  # noqa: E402
 from rho_workflow.data.observations import Stations, interpolation_weights  # noqa: E402
 from rho_workflow.data.synthetic.random_fields import (BOX_SIZE_MPC, K_PIVOT, circulant_eigenvalues,  # noqa: E402
                                                        gaussian_field_with_mean, wavenumber_grid)
-from rho_workflow.data.transforms import Identity  # noqa: E402
 from rho_workflow.diffusion.posterior import LinearObservation, ObservedDenoiser  # noqa: E402
 from rho_workflow.diffusion.random import BatchGenerator  # noqa: E402
-from rho_workflow.diffusion.reference import CirculantGaussianDenoiser  # noqa: E402
 from rho_workflow.diffusion.samplers import get_sampler  # noqa: E402
-from rho_workflow.diffusion.schedules import make_schedule, sampling_sigmas  # noqa: E402
+from rho_workflow.diffusion.schedules import sampling_sigmas  # noqa: E402
 from rho_workflow.training.inference import infer_field  # noqa: E402
+from rho_workflow.training.reference import ExactGRFModel  # noqa: E402
 
 FULL = {"size": 32, "held_out": 100, "train_points": 48, "per_point": 16, "train_steps": 2000, "T": 1000,
         "exact_grid": [10, 24], "exact_t": 64, "model_grid": [8, 14], "model_t": 32, "stations": [1, 10, 100],
@@ -62,44 +61,16 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class ExactGRFModel:
-    """A duck-typed trained model whose denoiser is the exact conditional GRF denoiser."""
-
-    is_points, mask, metadata, device = False, None, {}, "cpu"
-
-    def __init__(self, n: int, T: int):
-        self.param_space = synthetic.field_spec("gaussian-field", n).param_space()
-        self.field_shape = (1, n, n)
-        self.transform = Identity()
-        self.schedule = make_schedule("cosine", T=T)
-        k = wavenumber_grid(n, BOX_SIZE_MPC, 2)
-        k[0, 0] = 2 * math.pi / BOX_SIZE_MPC
-        self.k, self.dv = torch.as_tensor(k), (BOX_SIZE_MPC / n) ** 2
-        self._den = CirculantGaussianDenoiser(self.eigenvalues, 2)
-
-    def eigenvalues(self, cond: torch.Tensor) -> torch.Tensor:
-        index, amp = cond[:, 0, None, None].double(), cond[:, 1, None, None].double()
-        return amp * (self.k / K_PIVOT) ** index / self.dv
-
-    def _denoiser_for_sampling(self):
-        return self._den
+def _prior_grid(space, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres of the uniform prior over (index, amplitude)."""
+    u = (np.arange(n_grid) + 0.5) / n_grid
+    return tuple(space[p].low + u * (space[p].high - space[p].low) for p in ("index", "amplitude"))
 
 
 def exact_posterior(field: np.ndarray, space, n_grid: int = 160) -> dict:
     """Mean, sd and equal-tailed 68/95% intervals of each parameter under the exact density (uniform prior)."""
-    n = field.shape[-1]
-    k = wavenumber_grid(n, BOX_SIZE_MPC, 2).reshape(-1)
-    k[0] = 2 * math.pi / BOX_SIZE_MPC
-    power = (np.abs(np.fft.fft2(field)) ** 2).reshape(-1)
-    lo_i, hi_i = space["index"].low, space["index"].high
-    lo_a, hi_a = space["amplitude"].low, space["amplitude"].high
-    idx = lo_i + (np.arange(n_grid) + 0.5) / n_grid * (hi_i - lo_i)
-    amp = lo_a + (np.arange(n_grid) + 0.5) / n_grid * (hi_a - lo_a)
-    dv = (BOX_SIZE_MPC / n) ** 2
-    ll = np.empty((n_grid, n_grid))
-    for i, ind in enumerate(idx):  # row by row keeps memory small
-        lam = amp[:, None] * (k / K_PIVOT) ** ind / dv
-        ll[i] = -0.5 * (power / (n * n * lam) + np.log(2 * np.pi * lam)).sum(-1)
+    idx, amp = _prior_grid(space, n_grid)
+    ll = ExactGRFModel(field.shape[-1]).exact_log_likelihood(field, idx, amp)
     w = np.exp(ll - ll.max())
     w /= w.sum()
     return {"index": _marginal_summary(idx, w.sum(1)), "amplitude": _marginal_summary(amp, w.sum(0))}
@@ -123,10 +94,7 @@ def spectrum_posterior(field: np.ndarray, space, n_bins: int = 8, n_grid: int = 
     keep = (k > 0) & (which >= 0) & (which < n_bins)
     counts = np.bincount(which[keep], minlength=n_bins)
     est = np.bincount(which[keep], power[keep], minlength=n_bins) / counts
-    lo_i, hi_i = space["index"].low, space["index"].high
-    lo_a, hi_a = space["amplitude"].low, space["amplitude"].high
-    idx = lo_i + (np.arange(n_grid) + 0.5) / n_grid * (hi_i - lo_i)
-    amp = lo_a + (np.arange(n_grid) + 0.5) / n_grid * (hi_a - lo_a)
+    idx, amp = _prior_grid(space, n_grid)
     dv = (BOX_SIZE_MPC / n) ** 2
     ll = np.empty((n_grid, n_grid))
     for i, ind in enumerate(idx):
@@ -242,7 +210,7 @@ def conditioned_rows(cfg: dict, model) -> list[dict]:
             t0 = time.perf_counter()
             if label == "exact denoiser":
                 count = cfg["cond_samples_exact"]
-                den = ObservedDenoiser(exact._den, LinearObservation.build(idx, w, y, err), cg_iters=cfg["cg_iters"] * 3)
+                den = ObservedDenoiser(exact._denoiser_for_sampling(), LinearObservation.build(idx, w, y, err), cg_iters=cfg["cg_iters"] * 3)
                 sig = sampling_sigmas(exact.schedule, cfg["cond_steps"], "log-snr")
                 gen = BatchGenerator(list(range(count)))
                 x = gen.randn((1, n, n), dtype=torch.float64) * math.sqrt(float(sig[0]) ** 2 + 1)

@@ -17,56 +17,33 @@ import numpy as np
 import pytest
 import torch
 
-from rho_workflow.data.synthetic import field_spec
-from rho_workflow.data.synthetic.random_fields import (K_PIVOT, BOX_SIZE_MPC, gaussian_field_with_mean,
-                                                       wavenumber_grid)
-from rho_workflow.data.transforms import Identity
-from rho_workflow.diffusion.reference import CirculantGaussianDenoiser
-from rho_workflow.diffusion.schedules import make_schedule
+from rho_workflow.data.synthetic.random_fields import K_PIVOT, gaussian_field_with_mean
 from rho_workflow.training.inference import InferenceError, infer_field, parse_prior
+from rho_workflow.training.reference import ExactGRFModel as ReferenceModel
 
 N = 16
 
 
-class ExactGRFModel:
-    """A duck-typed trained model whose denoiser is the exact conditional GRF denoiser."""
-
-    is_points, mask, metadata, device = False, None, {}, "cpu"
+class ExactGRFModel(ReferenceModel):
+    """The package's exact GRF model at N x N, with the exact posterior moments of a field."""
 
     def __init__(self, n: int = N):
-        self.param_space = field_spec("gaussian-field", n).param_space()
-        self.field_shape = (1, n, n)
-        self.transform = Identity()
-        self.schedule = make_schedule("cosine", T=1000)
-        k = wavenumber_grid(n, BOX_SIZE_MPC, 2)
-        k[0, 0] = 2 * math.pi / BOX_SIZE_MPC  # the mean mode gets the fundamental's variance
-        self.k = torch.as_tensor(k)
-        self.dv = (BOX_SIZE_MPC / n) ** 2
-        self._den = CirculantGaussianDenoiser(self.eigenvalues, 2)
-
-    def eigenvalues(self, cond: torch.Tensor) -> torch.Tensor:
-        index, amp = cond[:, 0, None, None].double(), cond[:, 1, None, None].double()
-        return amp * (self.k / K_PIVOT) ** index / self.dv
+        super().__init__(n)
 
     def exact_posterior(self, field: np.ndarray, n_grid: int = 240) -> dict[str, tuple[float, float]]:
         """Mean and sd of index and amplitude under the uniform prior, by a dense grid of the exact density."""
-        power = (np.abs(np.fft.fft2(field)) ** 2).reshape(-1)
         ranges = {p.name: (p.low, p.high) for p in self.param_space.params}
         idx = np.linspace(*ranges["index"], n_grid)
         amp = np.linspace(*ranges["amplitude"], n_grid)
-        I, A = np.meshgrid(idx, amp, indexing="ij")
-        lam = (A[..., None] * (self.k.numpy().reshape(-1) / K_PIVOT) ** I[..., None] / self.dv)
-        ll = -0.5 * ((power / (field.size * lam)) + np.log(2 * np.pi * lam)).sum(-1)
+        ll = self.exact_log_likelihood(field, idx, amp)
         w = np.exp(ll - ll.max())
         w /= w.sum()
+        I, A = np.meshgrid(idx, amp, indexing="ij")
         out = {}
         for name, grid in (("index", I), ("amplitude", A)):
             m = float((w * grid).sum())
             out[name] = (m, float(np.sqrt((w * (grid - m) ** 2).sum())))
         return out
-
-    def _denoiser_for_sampling(self):
-        return self._den
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +120,7 @@ class CategoricalGRFModel(ExactGRFModel):
 
     def eigenvalues(self, cond):
         amp = torch.tensor(list(self.AMPLITUDES.values()), dtype=torch.float64)[cond[:, 1].long()]
-        return amp[:, None, None] * (self.k / K_PIVOT) ** cond[:, 0, None, None].double() / self.dv
+        return amp[:, None, None] * (self.k / K_PIVOT) ** cond[:, 0, None, None].double() / self.cell_area
 
 
 def test_categorical_parameter_is_summed_and_tabled_against_exact():
@@ -157,7 +134,7 @@ def test_categorical_parameter_is_summed_and_tabled_against_exact():
     idx = np.linspace(-3, -1, 400)
     logz = {}
     for name, amp in CategoricalGRFModel.AMPLITUDES.items():
-        lam = amp * (k / K_PIVOT) ** idx[:, None] / model.dv
+        lam = amp * (k / K_PIVOT) ** idx[:, None] / model.cell_area
         ll = -0.5 * (power / (field.size * lam) + np.log(2 * np.pi * lam)).sum(-1)
         logz[name] = np.logaddexp.reduce(ll)
     p_bright = 1 / (1 + np.exp(logz["faint"] - logz["bright"]))

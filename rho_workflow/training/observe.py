@@ -94,14 +94,15 @@ def prepare_observations(model: Any, observe: Any) -> tuple[LinearObservation | 
         rows = observation_rows(linear, shape, labels, valid)
         z, std = normalized_rows(model.transform, rows, shape[0])
         lin = LinearObservation.build(rows.index, rows.weight, z, std, **rows.info)
-    log_r = None
-    if log_rs:
-        transform, shape = model.transform, _grid_shape(model)
+    return lin, (_physical_log_r(model.transform, _grid_shape(model), log_rs) if log_rs else None)
 
-        def log_r(d: torch.Tensor) -> torch.Tensor:
-            x = torch_inverse(transform, d.reshape(d.shape[0], *shape))
-            return sum(f(x) for f in log_rs)
-    return lin, log_r
+
+def _physical_log_r(transform: Transform, shape: tuple[int, ...], log_rs: list[Callable]) -> Callable:
+    """``log r`` of the normalized denoised field: the users' functions of the physical field, summed."""
+    def log_r(d: torch.Tensor) -> torch.Tensor:
+        x = torch_inverse(transform, d.reshape(d.shape[0], *shape))
+        return sum(f(x) for f in log_rs)
+    return log_r
 
 
 def _is_file_like(item: Any) -> bool:
