@@ -13,7 +13,14 @@ lognormal-field      2D       ``--realizations`` (realization) attributes of the
 spectral-lines       1D       ``--runs-per-file`` (run)        1D coordinates along ``run``
 swiss-roll           points   ``--points`` (point)             global attributes
 heartbeat            binary   ``--points`` (sequence)          global attributes
+climate-air          2D       ``--realizations`` months (time) global attributes, time coordinate
+climate-ocean        2D       ``--realizations`` months        global attributes, time coordinate
 ==================== ======== ================================ ================================
+
+The climate kinds (:mod:`rho_workflow.data.synthetic.climate`) reproduce the traits of real
+model output: 360-day and noleap calendars, K and degree_C, a curvilinear grid with 2D
+``nav_lat``/``nav_lon`` crossing the dateline, a land mask, ``cell_methods``, a grid-mapping
+variable and a scalar ``height`` coordinate.
 
 A numeric parameter ``p`` stored as an attribute has its units in the attribute ``p_units``.
 The output is deterministic per ``(seed, run)``: the field of realization ``r`` of run ``i``
@@ -35,10 +42,11 @@ import xarray as xr
 from rho_workflow.data import pointdata, synthetic
 from rho_workflow.data.netcdf import write_netcdf
 from rho_workflow.data.synthetic import FieldSpec
+from rho_workflow.data.synthetic.climate import CLIMATE_KINDS, write_climate_sweep
 
 __all__ = ["ALL_KINDS", "LAYOUTS", "add_arguments", "run", "main", "write_sweep"]
 
-ALL_KINDS = synthetic.KINDS + pointdata.POINT_KINDS
+ALL_KINDS = synthetic.KINDS + pointdata.POINT_KINDS + CLIMATE_KINDS
 DESIGN_STREAM = 0x5EED
 
 #: kind -> (how parameters are stored, name of the in-file sample dimension or None)
@@ -75,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=32,
                         help="cells per side of field kinds (heartbeat: sequence length)")
     parser.add_argument("--realizations", type=int, default=2,
-                        help="lognormal-field: realizations per run (file)")
+                        help="lognormal-field: realizations per run (file); climate-*: months per run")
     parser.add_argument("--runs-per-file", type=int, default=4,
                         help="spectral-lines: runs stored along the 'run' dimension of a file")
     parser.add_argument("--points", type=int, default=256,
@@ -125,6 +133,10 @@ def write_sweep(kind: str, out_dir: str | Path, *, runs: int, seed: int = 0, siz
         if int(value) < 1:
             raise ValueError(f"option {name}={value} breaks the rule: must be a positive integer")
     out_dir = Path(out_dir)
+    if kind in CLIMATE_KINDS:  # one scenario run per file, ``realizations`` months each
+        return write_climate_sweep(kind, out_dir, runs=runs, seed=seed, size=size,
+                                   months=realizations,
+                                   history=f"make-data {kind} --runs {runs} --seed {seed}")
     out_dir.mkdir(parents=True, exist_ok=True)
     design_rng = np.random.default_rng([seed, DESIGN_STREAM])
     if kind in pointdata.POINT_KINDS:
