@@ -205,9 +205,15 @@ class EvaluationSection(Section):
 
 
 class OutputSection(Section):
-    """Where the run writes: store, checkpoint, sweep parts, consolidated sweep, evaluation."""
+    """Where the run writes: store, checkpoint, sweep parts, consolidated sweep, evaluation.
+
+    ``units`` maps field variables to the units the sweep is written in (e.g. ``{tas: degC}``
+    for a model trained in K), converted by the project's unit registry; it must convert from
+    the variable's ``data.units`` (checked on load, so ``--dry-run`` reports it).
+    """
 
     dir: str
+    units: dict[str, str] = Field(default_factory=dict)
     format: Literal["netcdf", "zarr"] = "netcdf"
     filename: str | None = None
     complevel: int = Field(4, ge=0, le=9)
@@ -292,6 +298,8 @@ class PipelineConfig(Section):
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 sections[key] = None
+        if sections.get("data") is not None and sections.get("output") is not None:
+            problems.extend(_output_units_problems(sections["data"], sections["output"]))
         training, sampling, cluster_kind = (sections[k] for k in ("training", "sampling", "cluster"))
         if training is not None and sampling is not None and cluster_kind is not None:
             problems.extend(_cross_checks(training, sampling, cluster_kind))
@@ -344,6 +352,27 @@ def load_pipeline(path: str | os.PathLike, cluster: Mapping[str, Any] | None = N
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
     return PipelineConfig.from_dict(d or {}, source=str(path), cluster=cluster)
+
+
+def _output_units_problems(data: DataConfig, output: OutputSection) -> list[str]:
+    """``output.units``: a field variable each, in units its training units convert to."""
+    from rho_workflow.data.units import UnitsError, linear_conversion
+
+    problems = []
+    for var, units in output.units.items():
+        key = f"output.units.{var}"
+        if var not in data.variables:
+            problems.append(f"{key}: {var!r} is not a field variable {list(data.variables)}; "
+                            "fix: name one of data.variables")
+            continue
+        try:
+            linear_conversion(data.units[var], units)
+        except UnitsError as exc:
+            problems.append(f"{key}: value {units!r} cannot hold {var!r}, trained in "
+                            f"{data.units[var]!r} (rule: output units must convert from the "
+                            f"training units; {exc.reason}); fix: give units of the same "
+                            f"dimension, e.g. {data.units[var]!r}")
+    return problems
 
 
 def _cross_checks(training: TrainingSection, sampling: SamplingSection,

@@ -42,6 +42,9 @@ class Parameter:
         Declared range of a continuous parameter (inclusive). Required for continuous ones.
     values : sequence, optional
         Allowed values of a categorical parameter (numbers or strings), in a fixed order.
+    calendar : str, optional
+        CF calendar of a time parameter, whose ``units`` are then ``"<unit> since <date>"``
+        (:mod:`rho_workflow.data.calendars`).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Parameter:
     low: float | None = None
     high: float | None = None
     values: tuple = field(default=())
+    calendar: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -79,6 +83,8 @@ class Parameter:
             out.update(low=float(self.low), high=float(self.high))
         else:
             out["values"] = list(self.values)
+        if self.calendar is not None:
+            out["calendar"] = self.calendar
         return out
 
 

@@ -42,6 +42,7 @@ class Pipeline:
         self.config = config
         self.progress = progress
         self.out = config.output
+        self._planned_space: Any = None  # the dry run's parameter space, from the files
 
     @classmethod
     def from_source(cls, source: str | Path | Mapping[str, Any],
@@ -99,6 +100,10 @@ class Pipeline:
         stages["preprocess"] = {"files": len(files) if files else "written by the simulate stage",
                                 "graph": "one Dask graph: read, check, normalize, write",
                                 "writes": str(self.out.store_path)}
+        if files:  # metadata only: samples, split sizes and the parameter space
+            data_plan, self._planned_space = stages.plan_data(cfg.data)
+            stages["preprocess"].update(data_plan)
+            stages.check_split(data_plan["split"], cfg.data, cfg.evaluation)
         t = cfg.training
         stages["train"] = {"tasks": t.workers,
                            "mode": "data-parallel (torch.distributed, "
@@ -148,10 +153,15 @@ class Pipeline:
                 return store.param_space
         if not for_dry_run:
             raise PipelineError(f"no checkpoint at {ckpt}: run the train stage first")
+        if self._planned_space is not None:  # read from the files' metadata
+            return self._planned_space
         params = []
         for name, src in self.config.data.params.items():
             values = self._grid_values(name)
-            if src.kind == "categorical" or any(isinstance(v, str) for v in values):
+            if src.source == "time":
+                params.append(Parameter(name, src.units, "continuous", low=-1e300, high=1e300,
+                                        calendar=src.calendar or "standard"))
+            elif src.kind == "categorical" or any(isinstance(v, str) for v in values):
                 params.append(Parameter(name, src.units, "categorical", values=tuple(values)))
             else:
                 params.append(Parameter(name, src.units, "continuous", low=-1e300, high=1e300))
@@ -226,6 +236,7 @@ class Pipeline:
             return {**done, "skipped": True}
         result = stages.preprocess(self.config.data, self.out.store_path, client, self.progress)
         self._record("preprocess", fp, result)
+        stages.check_split(result["split_counts"], self.config.data, self.config.evaluation)
         return result
 
     def train(self, client: Any, *, resume: bool = False) -> dict[str, Any]:

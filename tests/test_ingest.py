@@ -66,8 +66,11 @@ def ocean_dataset(member: int, scenario: str, forcing: float, calendar: str, uni
                                       "bounds": "lat_bnds"}),
             "lon": (("y", "x"), lon, {"standard_name": "longitude", "units": "degrees_east",
                                       "bounds": "lon_bnds"}),
-            "y": ("y", np.arange(NY, dtype=np.float64), {"units": "1", "axis": "Y"}),
-            "x": ("x", np.arange(NX, dtype=np.float64), {"units": "1", "axis": "X"}),
+            # rotated-pole grid coordinates, as the grid mapping "crs" requires (CF 5.6)
+            "y": ("y", np.arange(NY, dtype=np.float64), {"units": "degrees", "axis": "Y",
+                                                          "standard_name": "grid_latitude"}),
+            "x": ("x", np.arange(NX, dtype=np.float64), {"units": "degrees", "axis": "X",
+                                                          "standard_name": "grid_longitude"}),
         },
         attrs={"Conventions": "CF-1.7", "source": "toy ocean model", "radiative_forcing": forcing,
                "radiative_forcing_units": "W m-2"},
@@ -91,7 +94,13 @@ RUNS = [(1, "ssp245", 2.5, "360_day", "degC", 2015), (2, "ssp585", 5.0, "noleap"
         (3, "ssp245", 2.5, "360_day", "K", 2050), (4, "ssp585", 5.0, "noleap", "degC", 2050)]
 
 
-def ocean_config(folder, **extra) -> DataConfig:
+DAY = {"source": "time", "units": "days since 2000-01-01"}
+
+
+def ocean_config(folder, time: bool = False, **extra) -> DataConfig:
+    """The toy ocean sweep's data section; ``time``: with the day parameter (the files of
+    one calendar only: a time parameter has one calendar)."""
+    params = {"day": DAY} if time else {}
     return DataConfig.from_dict({
         "files": str(folder / "tos_*.nc"), "variables": ["tos"], "spatial_dims": ["y", "x"],
         "sample_dims": ["time"], "units": {"tos": "K"}, "missing": "fixed-mask",
@@ -102,7 +111,7 @@ def ocean_config(folder, **extra) -> DataConfig:
                         "units": "W m-2"},
             "member": {"source": "filename", "pattern": r"_r(?P<value>\d+)i1p1f1\.nc$",
                        "kind": "categorical"},
-            "day": {"source": "time", "units": "days since 2000-01-01"},
+            **params,
         },
         "split": {"validation": 0.0, "held_out": 0.0}, **extra})
 
@@ -120,17 +129,33 @@ def test_climate_files_plan(ocean_files):
     plan = plan_ingest(ocean_config(ocean_files))
     assert plan.n_samples == 4 * NT and plan.grid.shape == (NY, NX)
     assert set(plan.grid.aux) == {"lat", "lon"}  # 2D curvilinear coordinates are kept
+    assert plan.grid.aux["lat"][2]["standard_name"] == "latitude"
+    assert "bounds" not in plan.grid.aux["lat"][2]  # lat_bnds does not travel
+    assert plan.grid.grid_mapping == {"crs": {"grid_mapping_name": "rotated_latitude_longitude",
+                                              "grid_north_pole_latitude": 39.25,
+                                              "grid_north_pole_longitude": -162.0}}
+    assert plan.field_attrs["tos"]["grid_mapping"] == "crs"
+    assert "cell_methods" not in plan.field_attrs["tos"]  # "time: mean" over a sample dim
     points = plan.points
     assert {p["scenario"] for p in points} == {"ssp245", "ssp585"}
     assert {p["forcing"] for p in points} == {2.5, 5.0}
     assert {p["member"] for p in points} == {1.0, 2.0, 3.0, 4.0}
+    assert plan.param_kinds == {"scenario": "categorical", "forcing": "continuous",
+                                "member": "categorical"}
     # time -> number: 360_day months are 30 days, noleap months follow the real lengths
-    days = {m: [p["day"] for p in points if p["member"] == m] for m in (1.0, 2.0)}
+    days = {}
+    for calendar, m in (("360_day", 1.0), ("noleap", 2.0)):
+        files = [str(ocean_files / f"tos_Omon_toy_{s}_r{r}i1p1f1.nc")
+                 for r, s, _, c, _, _ in RUNS if c == calendar]
+        one = plan_ingest(ocean_config(ocean_files, time=True, files=files))
+        assert one.param_calendars == {"day": calendar} and one.param_kinds["day"] == "continuous"
+        days[m] = [p["day"] for p in one.points if p["member"] == m]
     assert np.diff(days[1.0]).tolist() == [30.0, 30.0]
     assert np.diff(days[2.0]).tolist() == [28.0, 31.0]  # Feb, Mar, Apr 2015
     assert days[1.0][0] == 15 * 360 + 30  # 2015-02-01 in a 360-day calendar
-    assert plan.param_kinds == {"scenario": "categorical", "forcing": "continuous",
-                                "member": "categorical", "day": "continuous"}
+    # one number line cannot hold day counts of two calendars: rejected, with the fix
+    with pytest.raises(DataValidationError, match="must be on one calendar.*declare data.params.day.calendar"):
+        plan_ingest(ocean_config(ocean_files, time=True))
 
 
 def test_climate_files_units_packing_and_mask(ocean_files, tmp_path):
@@ -161,8 +186,8 @@ def test_climate_files_units_packing_and_mask(ocean_files, tmp_path):
     assert store.param_space["scenario"].values == ("ssp245", "ssp585")
     assert {p["scenario"] for p in points} == {"ssp245", "ssp585"}
     plan_points = plan_ingest(ocean_config(ocean_files)).points
-    assert points == plan_points  # the time parameter stays a number of days
-    assert store.param_space.to_array(points).shape == (4 * NT, 4)
+    assert points == plan_points
+    assert store.param_space.to_array(points).shape == (4 * NT, 3)
 
 
 def _order(member_tag: str) -> int:

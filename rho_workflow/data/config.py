@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
 
+from rho_workflow.data.calendars import time_units_problem
 from rho_workflow.data.units import UnitsError, parse_units
 from rho_workflow.errors import ConfigError
 from rho_workflow.sections import Section, validate_section
@@ -109,9 +110,11 @@ class ParamSource(_Frozen):
         elif self.pattern is not None:
             problems.append(f"{{path}}.pattern: only used with source 'filename', not {self.source!r}")
         if self.source == "time":
-            if "since" not in self.units.split():
-                problems.append(f"{{path}}.units: value {self.units!r} must be a time reference "
-                                "such as 'days since 2000-01-01' for source 'time'")
+            problem = time_units_problem(self.units, self.calendar)
+            if problem:
+                problems.append(f"{{path}}: {problem} for source 'time'")
+        elif self.calendar is not None:
+            problems.append(f"{{path}}.calendar: only used with source 'time', not {self.source!r}")
         else:
             try:
                 _check_units(self.units, "{path}.units")
@@ -212,6 +215,7 @@ class DataConfig(_Frozen):
     fill_value: float | None = None
     transform: TransformConfig = TransformConfig()
     split: SplitConfig = SplitConfig()
+    bounds: dict[str, Any] = Field(default_factory=dict)
     chunk_mb: float = Field(64.0, gt=0)
     store_format: Literal[STORE_FORMATS] | None = None  # type: ignore[valid-type]
     allow_duplicates: bool = False
@@ -281,11 +285,28 @@ class DataConfig(_Frozen):
             overlap = set(self.sample_dims) & set(self.spatial_dims)
             if overlap:
                 problems.append(f"{{path}}.sample_dims: {sorted(overlap)} are also spatial dims")
+        for var, spec in self.bounds.items():
+            try:
+                _physical_bounds(var, spec, self)
+            except ValueError as exc:
+                problems.append(f"{{path}}.bounds.{var}: {exc}")
         if self.missing == "fill" and self.fill_value is None:
             problems.append("{path}.fill_value: required with missing: fill (the value, in "
                             "canonical units, that replaces missing points)")
         _raise(problems)
         return self
+
+    @property
+    def physical_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """``variable -> (low, high)`` in canonical units (None: open side) of ``bounds``.
+
+        ``bounds: {tos: [-1.9, 40]}`` (canonical units), ``{tos: [-1.9, 40, degC]}`` or
+        ``{tos: {low: -1.9, high: 40, units: degC}}``; ``{pr: [0, null]}`` for positivity.
+        The transform enforces them by construction
+        (:class:`~rho_workflow.data.transforms.Bounded`); evaluation reports the fraction
+        of values outside them.
+        """
+        return {var: _physical_bounds(var, spec, self) for var, spec in self.bounds.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, accepted back by :meth:`from_dict` (recorded in the store)."""
@@ -311,6 +332,8 @@ class DataConfig(_Frozen):
                       else list(self.split.by)},
             "chunk_mb": self.chunk_mb, "allow_duplicates": self.allow_duplicates,
         }
+        if self.bounds:
+            out["bounds"] = {v: list(b) for v, b in self.physical_bounds.items()}
         if self.sample_dims is not None:
             out["sample_dims"] = list(self.sample_dims)
         if self.fill_value is not None:
@@ -318,6 +341,44 @@ class DataConfig(_Frozen):
         if self.store_format is not None:
             out["store_format"] = self.store_format
         return out
+
+
+def _physical_bounds(var: str, spec: Any, config: "DataConfig"
+                     ) -> tuple[float | None, float | None]:
+    """``(low, high)`` of one ``bounds`` entry in the variable's canonical units."""
+    from rho_workflow.data.units import linear_conversion
+
+    if var not in config.variables:
+        raise ValueError(f"{var!r} is not a field variable {list(config.variables)}")
+    if var in config.transform.log:
+        raise ValueError(f"{var!r} is also in transform.log (rule: bounds replace the log "
+                         "step); fix: bounds {" + var + ": [0, null]} for a positive field, "
+                         "without transform.log")
+    if isinstance(spec, Mapping):
+        extra = set(spec) - {"low", "high", "units"}
+        if extra:
+            raise ValueError(f"unknown keys {sorted(extra)}; valid keys are low, high, units")
+        low, high, units = spec.get("low"), spec.get("high"), spec.get("units")
+    elif isinstance(spec, list) and len(spec) in (2, 3):
+        low, high = spec[0], spec[1]
+        units = spec[2] if len(spec) == 3 else None
+    else:
+        raise ValueError(f"value {spec!r} must be [low, high], [low, high, units] or "
+                         "{low, high, units} (null for an open side)")
+    for v in (low, high):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"bound {v!r} must be a number or null")
+    if low is None and high is None:
+        raise ValueError("give a low bound, a high bound or both")
+    if units is not None:
+        if not isinstance(units, str):
+            raise ValueError(f"units {units!r} must be a unit string")
+        a, b = linear_conversion(units, config.units[var],
+                                 where=f"bounds of {var!r}")  # UnitsError is a ValueError
+        low, high = (None if v is None else a * v + b for v in (low, high))
+    if low is not None and high is not None and not low < high:
+        raise ValueError(f"low={low} must be < high={high}")
+    return (None if low is None else float(low), None if high is None else float(high))
 
 
 def _str_list(value: Any, *, required: bool = False) -> Any:

@@ -18,7 +18,7 @@ from rho_workflow.data.config import DataConfig, ParamSource
 from rho_workflow.data.units import UnitsError, linear_conversion, parse_units
 from rho_workflow.data.validate import Problem, short_values as _short
 
-__all__ = ["read_params"]
+__all__ = ["read_params", "time_calendar"]
 
 _VALUE_WITH_UNITS = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s+(\S.*)$")
 
@@ -124,6 +124,14 @@ def _number_or_text(text: str) -> Any:
         return float(text)
     except ValueError:
         return text.strip()
+
+
+def time_calendar(ds: xr.Dataset, src: ParamSource) -> str:
+    """The calendar of a time parameter: declared, else the file coordinate's, else standard."""
+    coord = ds[src.name] if src.name in ds.variables else None
+    found = coord.encoding.get("calendar") or coord.attrs.get("calendar") if coord is not None \
+        else None
+    return src.calendar or found or "standard"
 
 
 def _time_numbers(coord: xr.DataArray, src: ParamSource, key: str) -> np.ndarray:

@@ -23,7 +23,8 @@ import xarray as xr
 
 from rho_workflow.data.config import DataConfig
 from rho_workflow.data.units import UnitsError, linear_conversion
-from rho_workflow.data.file_params import read_params
+from rho_workflow.data.file_params import read_params, time_calendar
+from rho_workflow.data.labels import FIELD_ATTRS, cf_axes, plain_attrs
 from rho_workflow.data.validate import Problem, raise_if_problems
 from rho_workflow.data.validate import short_values as _short
 
@@ -37,13 +38,17 @@ MIN_CHUNK_BYTES = 2 ** 20
 
 @dataclass
 class Grid:
-    """Spatial grid of the training shape: dims, 1D coordinates and auxiliary coordinates."""
+    """Spatial grid of the training shape: dims, 1D coordinates (and their CF attributes,
+    ``axis`` from cf-xarray), auxiliary coordinates on the grid (2D ``nav_lat``), scalar
+    coordinates (``height``) and grid-mapping variables, as :mod:`.labels` describes."""
 
     dims: tuple[str, ...]
     shape: tuple[int, ...]
     coords: dict[str, tuple[np.ndarray, str]]
     aux: dict[str, tuple[tuple[str, ...], np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     coord_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scalars: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    grid_mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class FilePlan:
     labels: list[str]
     conversions: dict[str, tuple[float, float]]
     dataset: xr.Dataset | None = field(default=None, repr=False, compare=False)
+    calendars: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -72,6 +78,7 @@ class IngestPlan:
     grid: Grid
     field_attrs: dict[str, dict[str, str]]
     param_kinds: dict[str, str]
+    param_calendars: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_samples(self) -> int:
@@ -161,9 +168,23 @@ def _select(arr: xr.DataArray, config: DataConfig, where: str, problems: list[Pr
             problems.append(Problem(where, var, missing, "data.coarsen dims must exist",
                                     "coarsen only dims of the variable"))
             return None
-        # block means that keep missing points missing (a NaN in a block -> NaN)
-        arr = arr.coarsen(config.coarsen, boundary="trim").reduce(np.mean, keep_attrs=True)
+        # block means that keep missing points missing (a NaN in a block -> NaN); longitudes
+        # are averaged on the circle, so that a block across the dateline stays on it
+        import cf_xarray  # noqa: F401  (registers the .cf accessor)
+
+        longitudes = arr.cf.coordinates.get("longitude", [])
+        arr = arr.coarsen(config.coarsen, boundary="trim",
+                          coord_func={name: circular_mean_degrees for name in longitudes}
+                          ).reduce(np.mean, keep_attrs=True)
     return arr
+
+
+def circular_mean_degrees(x: Any, axis: Any = None, **kwargs: Any) -> Any:
+    """Mean direction of angles in degrees, ``atan2(<sin>, <cos>)``, in the range of the
+    input's convention ([0, 360) when every input is >= 0, else (-180, 180])."""
+    rad = np.deg2rad(x)
+    mean = np.rad2deg(np.arctan2(np.sin(rad).mean(axis=axis), np.cos(rad).mean(axis=axis)))
+    return np.where(np.min(x) >= 0, np.mod(mean, 360.0), mean)
 
 
 def _field_conversion(arr: xr.DataArray, target: str, where: str,
@@ -184,22 +205,63 @@ def _field_conversion(arr: xr.DataArray, target: str, where: str,
         return None
 
 
-def _grid_of(arr: xr.DataArray, spatial: tuple[str, ...]) -> Grid:
+def _grid_of(arr: xr.DataArray, spatial: tuple[str, ...], ds: xr.Dataset | None = None,
+             skip: tuple[str, ...] = ()) -> Grid:
+    """The grid of ``arr``: every coordinate and attribute that describes the field (the
+    coordinates named in ``skip`` are parameters, not grid)."""
     coords, coord_attrs = {}, {}
+    axes = cf_axes(arr)
     for dim in spatial:
         if dim in arr.coords and arr[dim].dims == (dim,):
             coords[dim] = (np.asarray(arr[dim].values), str(arr[dim].attrs.get("units", "1")))
-            coord_attrs[dim] = {k: v for k, v in arr[dim].attrs.items()
-                                if k in ("long_name", "standard_name", "axis", "positive")}
+            coord_attrs[dim] = plain_attrs(arr[dim].attrs)
+            if dim in axes and axes[dim] in "XYZ":
+                coord_attrs[dim].setdefault("axis", axes[dim])
         else:
             coords[dim] = (np.arange(arr.sizes[dim], dtype=np.float64), "1")
             coord_attrs[dim] = {"long_name": f"index along {dim}"}
-    aux = {}
+    aux, scalars = {}, {}
     for name, coord in arr.coords.items():
-        if name in spatial or coord.ndim == 0 or not set(coord.dims) <= set(spatial):
+        if name in spatial or name in skip:
             continue
-        aux[str(name)] = (tuple(coord.dims), np.asarray(coord.values), dict(coord.attrs))
-    return Grid(spatial, tuple(arr.sizes[d] for d in spatial), coords, aux, coord_attrs)
+        if coord.ndim == 0:
+            if coord.dtype.kind in "iuf":
+                scalars[str(name)] = (float(coord.values), plain_attrs(coord.attrs, ()))
+            continue
+        if not set(coord.dims) <= set(spatial):
+            continue
+        attrs = plain_attrs(coord.attrs)
+        attrs["units"] = str(coord.attrs.get("units", "1"))
+        aux[str(name)] = (tuple(coord.dims), np.asarray(coord.values), attrs)
+    grid_mapping = {}
+    mapping = arr.attrs.get("grid_mapping")
+    if isinstance(mapping, str) and ds is not None and mapping in ds.variables:
+        grid_mapping[mapping] = plain_attrs(ds[mapping].attrs, ("_FillValue",))
+    return Grid(spatial, tuple(arr.sizes[d] for d in spatial), coords, aux, coord_attrs,
+                scalars, grid_mapping)
+
+
+def _cell_methods(text: str, rename: dict[str, str], known: set[str]) -> str:
+    """CF ``cell_methods`` with names renamed (a time coordinate read as a parameter becomes
+    the parameter) and the entries over names the output lacks left out."""
+    entries, names, words = [], [], []
+    for token in text.split():
+        if token.endswith(":") and not words:
+            names.append(token[:-1])
+            continue
+        if token.endswith(":") and words:
+            entries.append((names, words))
+            names, words = [token[:-1]], []
+            continue
+        words.append(token)
+    if names:
+        entries.append((names, words))
+    kept = []
+    for names, words in entries:
+        names = [rename.get(n, n) for n in names]
+        if all(n in known or n == "area" for n in names):
+            kept.append(" ".join(f"{n}:" for n in names) + (" " + " ".join(words) if words else ""))
+    return " ".join(kept)
 
 
 def _compare_grid(ref: Grid, grid: Grid, where: str, var: str, ref_file: str,
@@ -268,8 +330,9 @@ def _field_arrays(ds: xr.Dataset, config: DataConfig, where: str, problems: list
         if conv is None:
             continue
         arrays[var], conversions[var] = arr, conv
-        attrs[var] = {k: str(arr.attrs[k]) for k in ("long_name", "standard_name", "units")
-                      if k in arr.attrs}
+        attrs[var] = {k: str(arr.attrs[k]) for k in FIELD_ATTRS if k in arr.attrs}
+        if "grid_mapping" in attrs[var] and attrs[var]["grid_mapping"] not in ds.variables:
+            del attrs[var]["grid_mapping"]  # names a variable the file lacks: not carried
     return arrays, conversions, attrs
 
 
@@ -301,13 +364,25 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
         order = [d for d in config.sample_dims if d in sample_dims]
         sample_dims = tuple(order)
     shape = tuple(first.sizes[d] for d in sample_dims)
-    grid = _grid_of(first, config.spatial_dims)
+    read_as_params = tuple(p.name for p in config.params.values()
+                           if p.source in ("coordinate", "time"))
+    grid = _grid_of(first, config.spatial_dims, ds, read_as_params)
+    rename = {p.name: key for key, p in config.params.items() if p.source == "time"}
+    known = set(config.spatial_dims) | set(grid.scalars) | set(config.params)
+    for var_attrs in attrs.values():
+        if "cell_methods" in var_attrs:
+            var_attrs["cell_methods"] = _cell_methods(var_attrs["cell_methods"], rename, known)
+            if not var_attrs["cell_methods"]:
+                del var_attrs["cell_methods"]
     points = read_params(ds, first, path, config, sample_dims, shape, problems)
     if points is None:
         return None, grid, attrs
     labels = [", ".join(f"{d}={i}" for d, i in zip(sample_dims, idx)) or "the sample"
               for idx in np.ndindex(*shape)] if shape else ["the sample"]
-    return FilePlan(path, sample_dims, shape, points, labels, conversions, ds), grid, attrs
+    calendars = {key: time_calendar(ds, src) for key, src in config.params.items()
+                 if src.source == "time"}
+    return FilePlan(path, sample_dims, shape, points, labels, conversions, ds,
+                    calendars), grid, attrs
 
 
 def plan_ingest(config: DataConfig) -> IngestPlan:
@@ -338,8 +413,25 @@ def plan_ingest(config: DataConfig) -> IngestPlan:
     raise_if_problems(problems)
     assert ref_grid is not None  # at least one file planned when there are no problems
     kinds = _param_kinds(config, [p for f in files for p in f.points], problems)
+    calendars = _param_calendars(files, problems)
     raise_if_problems(problems)
-    return IngestPlan(config, files, ref_grid, field_attrs, kinds)
+    return IngestPlan(config, files, ref_grid, field_attrs, kinds, calendars)
+
+
+def _param_calendars(files: list[FilePlan], problems: list[Problem]) -> dict[str, str]:
+    """The calendar of each time parameter, one for the whole sweep."""
+    calendars: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for fp in files:
+        for key, calendar in fp.calendars.items():
+            calendars.setdefault(key, calendar)
+            first.setdefault(key, str(fp.path))
+            if calendar != calendars[key]:
+                problems.append(Problem(str(fp.path), key, calendar, f"the time parameter "
+                                        f"{key!r} must be on one calendar, but {first[key]} is "
+                                        f"on {calendars[key]!r}", f"declare data.params.{key}."
+                                        "calendar, or convert the files to one calendar"))
+    return calendars
 
 
 def _param_kinds(config: DataConfig, points: list[dict[str, Any]],

@@ -37,7 +37,8 @@ from rho_workflow.data.config import DataConfig
 from rho_workflow.data.ingest import SAMPLE_DIM, IngestPlan, build_fields, plan_ingest
 from rho_workflow.data.netcdf import CONVENTIONS
 from rho_workflow.data.training_store import SPLITS, TrainingStore, open_store
-from rho_workflow.data.transforms import Affine, Chain, Log, MinMax, PerChannel, Transform
+from rho_workflow.data.transforms import (Affine, Bounded, Chain, Log, MinMax, PerChannel,
+                                          Transform)
 from rho_workflow.data.validate import (DataValidationError, Problem, block_summary,
                                         combine_stats, judge_summaries)
 from rho_workflow.params import Parameter, ParamSpace
@@ -126,16 +127,31 @@ def build_param_space(plan: IngestPlan) -> ParamSpace:
             arr = np.asarray(values, dtype=np.float64)
             low = src.low if src.low is not None else float(arr.min())
             high = src.high if src.high is not None else float(arr.max())
-            params.append(Parameter(key, src.units, "continuous", low=low, high=high))
+            params.append(Parameter(key, src.units, "continuous", low=low, high=high,
+                                    calendar=plan.param_calendars.get(key)))
     return ParamSpace(params)
 
 
+def bounds_transforms(config: DataConfig) -> dict[int, Bounded]:
+    """``channel -> Bounded`` for the variables with declared physical ``bounds``."""
+    out = {}
+    for var, (low, high) in config.physical_bounds.items():
+        scale = (high - low) if low is not None and high is not None else \
+            max(1.0, abs(low if low is not None else high))
+        out[config.variables.index(var)] = Bounded(low, high, margin=1e-6 * scale)
+    return out
+
+
 def build_transform(stats: Sequence[dict[str, float]], log_channels: Sequence[int],
-                    floor: float, normalize: str) -> Transform:
-    """Per channel: optional ``Log(floor)`` then ``Affine`` (standard) or ``MinMax``."""
+                    floor: float, normalize: str,
+                    bounded: dict[int, Transform] | None = None) -> Transform:
+    """Per channel: optional ``Log(floor)`` or ``Bounded`` (declared physical bounds), then
+    ``Affine`` (standard) or ``MinMax``."""
     chains = []
     for c, s in enumerate(stats):
         steps: list[Transform] = [Log(floor)] if c in log_channels else []
+        if bounded and c in bounded:
+            steps = [bounded[c]]
         if normalize == "standard":
             scale = s["std"] if s["std"] > 0 and np.isfinite(s["std"]) else 1.0
             steps.append(Affine(shift=[s["mean"]], scale=[scale], axis=1))
@@ -172,17 +188,22 @@ def _output_dataset(plan: IngestPlan, fields: da.Array, split: np.ndarray) -> xr
                  "units": units}
         coords[dim] = xr.Variable((dim,), values, attrs=attrs)
     for name, (cdims, values, attrs) in grid.aux.items():
-        keep = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
-        coords[name] = xr.Variable(cdims, values, attrs=keep)
+        coords[name] = xr.Variable(cdims, values, attrs=dict(attrs))
+    for name, (value, attrs) in grid.scalars.items():
+        coords[name] = xr.Variable((), value, attrs=dict(attrs))
+    for name, attrs in grid.grid_mapping.items():
+        data_vars[name] = xr.Variable((), np.int32(0), attrs=dict(attrs))
     points = plan.points
     for key, src in config.params.items():
         values = [p[key] for p in points]
         kind = plan.param_kinds[key]
         arr = np.asarray([str(v) for v in values]) if kind == "categorical" and not all(
             isinstance(v, (int, float)) for v in values) else np.asarray(values)
-        coords[key] = xr.Variable((SAMPLE_DIM,), arr, attrs={
-            "units": src.units, "long_name": f"parameter {key}", "rho_role": "parameter",
-            "rho_kind": kind})
+        attrs = {"units": src.units, "long_name": f"parameter {key}", "rho_role": "parameter",
+                 "rho_kind": kind}
+        if key in plan.param_calendars:  # a time parameter: decodable as CF time
+            attrs.update(calendar=plan.param_calendars[key], standard_name="time")
+        coords[key] = xr.Variable((SAMPLE_DIM,), arr, attrs=attrs)
     coords["split"] = xr.Variable((SAMPLE_DIM,), split, attrs={
         "long_name": "training split", "flag_values": np.array([0, 1, 2], dtype=np.int8),
         "flag_meanings": " ".join(SPLITS)})
@@ -256,7 +277,7 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
         timings["compute"] = time.perf_counter() - start - timings["plan"] - timings["graph"]
         stats = _judge(plan, summaries_done)
         transform = build_transform(stats, log_channels, config.transform.floor,
-                                    config.transform.normalize)
+                                    config.transform.normalize, bounds_transforms(config))
         param_space = build_param_space(plan)
         _finish(tmp, fmt, plan, transform, param_space, stats, reference_done, split)
     counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
@@ -307,7 +328,8 @@ def _check_graph(plan: IngestPlan, fields: da.Array, split: np.ndarray,
     offsets = np.cumsum((0,) + fields.chunks[0])
     summaries = [
         dask.delayed(block_summary, pure=True)(block, train[offsets[i]:offsets[i + 1]],
-                                               ref_delayed, log_channels, config.transform.floor)
+                                               ref_delayed, log_channels, config.transform.floor,
+                                               bounds_transforms(config))
         for i, block in enumerate(fields.to_delayed().ravel())
     ]
     return summaries, ref_delayed

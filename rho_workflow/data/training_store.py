@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from rho_workflow.data.ingest import SAMPLE_DIM
+from rho_workflow.data.labels import plain_attrs
 from rho_workflow.data.transforms import Transform, transform_from_dict
 from rho_workflow.params import ParamSpace
 
@@ -146,13 +147,41 @@ class TrainingStore:
             np.zeros((0, len(self.variables)) + self.shape, np.float32)
         return self.normalize(physical), self.points(indices=idx)
 
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Declared physical bounds ``variable -> (low, high)`` in canonical units."""
+        return {v: (b[0], b[1]) for v, b in self.config.get("bounds", {}).items()}
+
+    def grid_extras(self) -> dict[str, Any]:
+        """Auxiliary and scalar coordinates and grid-mapping variables of the grid, in the
+        JSON form of :mod:`rho_workflow.data.labels`."""
+        spatial = set(self.spatial_dims)
+        aux, scalars, mappings = {}, {}, {}
+        for name, coord in self.dataset.coords.items():
+            if name in spatial:
+                continue
+            if coord.ndim == 0:
+                scalars[str(name)] = {"value": float(coord.values),
+                                      "attrs": plain_attrs(coord.attrs, ())}
+            elif set(coord.dims) <= spatial:
+                aux[str(name)] = {"dims": list(coord.dims),
+                                  "values": np.asarray(coord.values).tolist(),
+                                  "units": str(coord.attrs.get("units", "1")),
+                                  "attrs": plain_attrs(coord.attrs, ("units", "bounds"))}
+        for attrs in self.field_attrs.values():
+            name = attrs.get("grid_mapping")
+            if name and name in self.dataset.variables:
+                mappings[name] = plain_attrs(self.dataset[name].attrs, ("_FillValue",))
+        return {"aux": aux, "scalars": scalars, "grid_mapping": mappings}
+
     def metadata(self) -> dict[str, Any]:
         """JSON-able description for checkpoints and output datasets."""
         return {
             "variables": [{"name": v, **self.field_attrs.get(v, {})} for v in self.variables],
             "spatial_dims": list(self.spatial_dims),
-            "coords": {d: {"values": vals.tolist(), "units": u}
+            "coords": {d: {"values": vals.tolist(), "units": u,
+                           "attrs": plain_attrs(self.dataset[d].attrs)}
                        for d, (vals, u) in self.coords.items()},
+            **self.grid_extras(),
             "transform": self.transform.to_dict(),
             "param_space": self.param_space.to_dict(),
             "mask": None if self.mask is None else self.mask.astype(int).tolist(),

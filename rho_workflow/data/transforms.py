@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Transform", "Identity", "Log", "Affine", "MinMax", "Chain", "PerChannel",
+__all__ = ["Transform", "Identity", "Log", "Bounded", "Affine", "MinMax", "Chain", "PerChannel",
            "transform_from_dict"]
 
 
@@ -90,6 +90,66 @@ class Log(Transform):
 
     def to_dict(self):
         return {"kind": self.kind, "floor": self.floor}
+
+
+@dataclass
+class Bounded(Transform):
+    """Physical bounds by construction: every real ``y`` maps back inside ``[low, high]``.
+
+    Both bounds: ``y = logit(u)``, ``u = (x - low) / (high - low)``, inverse
+    ``x = low + (high - low) sigmoid(y)``; a lower bound only: ``y = log(x - low)``; an upper
+    bound only: ``y = -log(high - x)``. Values within ``margin`` (in field units) of a bound,
+    or beyond it, are moved to ``margin`` inside before the transform.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    margin: float = 1e-6
+    kind = "bounded"
+
+    def __post_init__(self):
+        if self.low is None and self.high is None:
+            raise ValueError("bounded transform: give low, high or both")
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError(f"bounded transform: low={self.low} must be < high={self.high}")
+        if not self.margin > 0:
+            raise ValueError(f"bounded transform: margin must be > 0, got {self.margin}")
+
+    def _inside(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        lo = -np.inf if self.low is None else self.low + self.margin
+        hi = np.inf if self.high is None else self.high - self.margin
+        return np.clip(x, lo, hi)
+
+    def forward(self, x):
+        x = self._inside(x)
+        if self.high is None:
+            return np.log(x - self.low)
+        if self.low is None:
+            return -np.log(self.high - x)
+        u = (x - self.low) / (self.high - self.low)
+        return np.log(u) - np.log1p(-u)
+
+    def inverse(self, y):
+        y = np.asarray(y, dtype=np.float64)
+        if self.high is None:
+            return self.low + np.exp(y)
+        if self.low is None:
+            return self.high - np.exp(-y)
+        return self.low + (self.high - self.low) * (0.5 * (1.0 + np.tanh(0.5 * y)))
+
+    def log_abs_derivative(self, x):
+        x = self._inside(x)
+        if self.high is None:
+            return -np.log(x - self.low)
+        if self.low is None:
+            return -np.log(self.high - x)
+        width = self.high - self.low
+        u = (x - self.low) / width
+        return -np.log(width) - np.log(u) - np.log1p(-u)
+
+    def to_dict(self):
+        return {"kind": self.kind, "low": self.low, "high": self.high, "margin": self.margin}
 
 
 @dataclass
@@ -222,7 +282,7 @@ class PerChannel(Transform):
         return {"kind": self.kind, "axis": self.axis, "steps": [t.to_dict() for t in self.steps]}
 
 
-_KINDS = {cls.kind: cls for cls in (Identity, Log, Affine, MinMax, Chain, PerChannel)}
+_KINDS = {cls.kind: cls for cls in (Identity, Log, Bounded, Affine, MinMax, Chain, PerChannel)}
 
 
 def transform_from_dict(spec: Mapping[str, Any]) -> Transform:

@@ -66,12 +66,14 @@ def raise_if_problems(problems: Sequence[Problem]) -> None:
 
 
 def block_summary(block: np.ndarray, train: np.ndarray, reference_missing: np.ndarray | None,
-                  log_channels: Sequence[int], floor: float) -> dict[str, Any]:
+                  log_channels: Sequence[int], floor: float,
+                  pre: Any = None) -> dict[str, Any]:
     """Statistics and checks of one block of samples, ``block`` of shape ``(n, C, *spatial)``.
 
     Returns per channel, over training samples and valid points, the count, mean, sum of
     squared deviations (``m2``), min and max of the values after the log step of the
-    transform (Chan et al. 1979 pairwise-combinable moments); per sample the number of
+    transform (or of ``pre[c].forward``, the bounds transform of channel ``c``; Chan et al.
+    1979 pairwise-combinable moments); per sample the number of
     non-finite points outside the reference mask, the number of points whose missingness
     differs from the reference, and a content digest (duplicate detection).
     """
@@ -97,7 +99,9 @@ def block_summary(block: np.ndarray, train: np.ndarray, reference_missing: np.nd
             values = sample[c].astype(np.float64).ravel()
             if not finite[c].all():
                 values = values[finite[c].ravel()]
-            if c in log_channels:
+            if pre and c in pre:
+                values = pre[c].forward(values)
+            elif c in log_channels:
                 np.log(np.maximum(values, floor, out=values), out=values)
             parts[c].append(_moments(values))
     stats = [combine_stats(p) if p else _moments(np.zeros(0)) for p in parts]

@@ -21,6 +21,18 @@ is zero (density contrasts) do not divide by zero:
     with ``box_size``: median over shells of ``|P_gen / P_ref - 1|``
     (:func:`~rho_workflow.evaluate.spectra.spectrum_error`), with both spectra under
     ``"spectrum"``.
+``out_of_bounds_generated`` / ``out_of_bounds_reference``
+    with ``bounds = (low, high)`` (declared physical bounds, ``None`` for an open side): the
+    fraction of valid values outside them.
+
+**Masked fields.** Every metric is computed over the *valid cells*: the cells where every
+reference and every generated field is finite (a land mask is NaN in both). The cells
+left out are counted (``n_masked_cells``; ``n_generated_nonfinite`` counts generated values
+that are not finite where the reference is defined, a sign of a diverging model). Pooled
+statistics and the Wasserstein distance pool the valid values; ``variance_ratio`` takes each
+field's variance over its valid cells. The power spectrum needs the full periodic grid: on a
+masked grid it is not computed, and ``spectrum_note`` says so (a spectrum of a zero-filled
+field would mix the mask's own spectrum into the field's).
 
 :func:`noise_floor` scores two independent reference sets against each other: the values a
 perfect generator would get with that many samples.
@@ -47,9 +59,6 @@ def _as_samples(name: str, array: np.ndarray) -> np.ndarray:
         )
     if x.shape[0] < 1:
         raise ValueError(f"{name} has no samples (shape {x.shape})")
-    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-    if bad:
-        raise ValueError(f"{name} has {bad} NaN or infinite values; metrics need finite fields")
     return x
 
 
@@ -65,7 +74,8 @@ def value_statistics(values: np.ndarray) -> dict[str, float]:
 
 
 def compare_fields(generated: np.ndarray, reference: np.ndarray,
-                   box_size: float | None = None, *, n_bins: int | None = None
+                   box_size: float | None = None, *, n_bins: int | None = None,
+                   bounds: tuple[float | None, float | None] | None = None
                    ) -> dict[str, Any]:
     """Distances between generated and reference fields (definitions in the module docstring).
 
@@ -91,15 +101,24 @@ def compare_fields(generated: np.ndarray, reference: np.ndarray,
             f"generated fields of shape {gen.shape[1:]} and reference fields of shape "
             f"{ref.shape[1:]} differ: compare fields on the same grid"
         )
-    sg, sr = value_statistics(gen), value_statistics(ref)
+    ref_defined = np.isfinite(ref).all(axis=0)
+    valid = ref_defined & np.isfinite(gen).all(axis=0)
+    if not valid.any():
+        raise ValueError("generated and reference fields share no cell where both are finite; "
+                         "check the mask and the generated sweep for NaN")
+    gen_v, ref_v = gen[:, valid], ref[:, valid]  # (N, n_valid): the valid cells of each field
+    sg, sr = value_statistics(gen_v), value_statistics(ref_v)
     std_ref = sr["std"] if sr["std"] > 0 else 1.0
-    w1 = float(stats.wasserstein_distance(gen.ravel(), ref.ravel()))
-    grid_axes = tuple(range(1, gen.ndim))
-    var_gen = float(np.mean(np.var(gen, axis=grid_axes)))
-    var_ref = float(np.mean(np.var(ref, axis=grid_axes)))
+    w1 = float(stats.wasserstein_distance(gen_v.ravel(), ref_v.ravel()))
+    var_gen = float(np.mean(np.var(gen_v, axis=1)))
+    var_ref = float(np.mean(np.var(ref_v, axis=1)))
+    masked = int(valid.size - valid.sum())
     out: dict[str, Any] = {
         "n_generated": int(gen.shape[0]),
         "n_reference": int(ref.shape[0]),
+        "n_valid_cells": int(valid.sum()),
+        "n_masked_cells": masked,
+        "n_generated_nonfinite": int((~np.isfinite(gen[:, ref_defined])).sum()),
         "generated": sg,
         "reference": sr,
         "mean_error": abs(sg["mean"] - sr["mean"]) / std_ref,
@@ -109,7 +128,15 @@ def compare_fields(generated: np.ndarray, reference: np.ndarray,
         "wasserstein_1_in_std": w1 / std_ref,
         "variance_ratio": var_gen / var_ref if var_ref > 0 else float("nan"),
     }
-    if box_size is not None:
+    if bounds is not None:
+        low, high = (-np.inf if bounds[0] is None else bounds[0],
+                     np.inf if bounds[1] is None else bounds[1])
+        for key, v in (("out_of_bounds_generated", gen_v), ("out_of_bounds_reference", ref_v)):
+            out[key] = float(np.mean((v < low) | (v > high)))
+    if box_size is not None and masked:
+        out["spectrum_note"] = (f"not computed: the power spectrum needs the full periodic "
+                                f"grid and {masked} cells are masked")
+    elif box_size is not None:
         ndim = gen.ndim - 1
         k, p_gen, counts = power_spectrum(gen, box_size, n_bins, ndim=ndim)
         _, p_ref, _ = power_spectrum(ref, box_size, n_bins, ndim=ndim)

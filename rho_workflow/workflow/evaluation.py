@@ -147,9 +147,15 @@ def _diagnostics(out_dir: Path, result: Mapping[str, Any], figures: bool) -> lis
 def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                    refs: list[tuple[dict, np.ndarray]], out_dir: str | Path, *,
                    bins: int = 50, figures: bool = True,
-                   log_likelihood: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Compare generated (``samples_path``, a table sweep at ``refs``) with reference fields;
-    write ``summary.json`` and figures under ``out_dir``; return the summary."""
+                   log_likelihood: Mapping[str, Any] | None = None,
+                   split: str = "held_out") -> dict[str, Any]:
+    """Compare generated (``samples_path``, a table sweep at ``refs``) with reference fields
+    of ``split``; write ``summary.json`` and figures under ``out_dir``; return the summary.
+
+    A point is ``seen_in_training`` when a training sample shares its parameters (always so
+    for ``split="train"``; possible for held-out runs of a file split). Metrics are over the
+    valid cells of masked fields (:mod:`rho_workflow.evaluate.metrics`), with the fraction of
+    values outside the declared ``data.bounds``."""
     from rho_workflow.data.store import open_store
     from rho_workflow.evaluate.metrics import compare_fields
     from rho_workflow.evaluate.plots import plot_spectra, plot_value_histograms
@@ -158,9 +164,13 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"samples": str(samples_path), "store": str(store_path),
-                               "points": [], "figures": []}
-    with open_store(store_path) as store, xr.open_dataset(samples_path) as gen_ds:
+                               "split": split, "points": [], "figures": []}
+    with open_store(store_path) as store, xr.open_dataset(samples_path,
+                                                          decode_times=False) as gen_ds:
         meta = store.metadata()
+        names = store.param_space.names
+        trained = {tuple(p[n] for n in names) for p in store.points("train")}
+        bounds = store.bounds()
         dims = list(meta["spatial_dims"])
         box, length_units = box_size_of(meta["coords"], dims)
         summary["box_size"] = box
@@ -168,12 +178,14 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         pooled: dict[str, tuple[list, list]] = {v: ([], []) for v in store.variables}
         for case, (point, indices) in enumerate(refs):
             physical = store.fields()[indices].compute(scheduler="threads")
-            entry: dict[str, Any] = {"case": case, "point": point, "seen_in_training": False,
+            seen = tuple(point[n] for n in names) in trained
+            entry: dict[str, Any] = {"case": case, "point": point, "split": split,
+                                     "seen_in_training": seen,
                                      "n_reference": int(len(indices)), "metrics": {}}
             for c, var in enumerate(store.variables):
                 gen = np.asarray(gen_ds[var].isel(case=case).values, dtype=np.float64)
                 ref = np.asarray(physical[:, c], dtype=np.float64)
-                metrics = compare_fields(gen, ref, box, n_bins=None)
+                metrics = compare_fields(gen, ref, box, n_bins=None, bounds=bounds.get(var))
                 entry["metrics"][var] = metrics
                 pooled[var][0].append(gen)
                 pooled[var][1].append(ref)
@@ -181,11 +193,14 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                     summary["figures"] += _figures(out_dir, case, var, point, gen, ref, metrics,
                                                    store.field_attrs.get(var, {}), length_units,
                                                    len(dims), bins, plot_spectra,
-                                                   plot_value_histograms, udunits)
+                                                   plot_value_histograms, udunits,
+                                                   "seen in training" if seen else
+                                                   split.replace("_", "-"))
             summary["points"].append(entry)
         summary["pooled"] = {}
         for var, (gens, ref_list) in pooled.items():
-            summary["pooled"][var] = compare_fields(np.concatenate(gens), np.concatenate(ref_list), None)
+            summary["pooled"][var] = compare_fields(np.concatenate(gens), np.concatenate(ref_list),
+                                                    None, bounds=bounds.get(var))
             if figures:
                 summary["figures"].append(_gallery(out_dir, var, gens, ref_list, refs, meta,
                                                    store.field_attrs.get(var, {}).get("units")))
@@ -225,10 +240,12 @@ def _point_title(point: Mapping[str, Any]) -> str:
 
 def _figures(out_dir: Path, case: int, var: str, point: dict, gen: np.ndarray, ref: np.ndarray,
              metrics: dict, attrs: Mapping[str, Any], length_units: str, ndim: int, bins: int,
-             plot_spectra: Any, plot_value_histograms: Any, udunits: Any) -> list[str]:
+             plot_spectra: Any, plot_value_histograms: Any, udunits: Any,
+             label: str = "held-out") -> list[str]:
     units = attrs.get("units")
-    title = f"{var} at {_point_title(point)} (held out)"
-    paths = [plot_value_histograms({"generated": gen, "held-out simulation": ref}, units,
+    title = f"{var} at {_point_title(point)} ({label})"
+    gen, ref = gen[np.isfinite(gen)], ref[np.isfinite(ref)]  # histograms of the valid cells
+    paths = [plot_value_histograms({"generated": gen, f"{label} simulation": ref}, units,
                                    out_dir / f"values_{var}_case{case}.png", bins=bins, title=title)]
     spectrum = metrics.get("spectrum")
     if spectrum is not None:
@@ -237,7 +254,7 @@ def _figures(out_dir: Path, case: int, var: str, point: dict, gen: np.ndarray, r
         field_units = "" if units in (None, "", "1") else f"({units})2 "
         paths.append(plot_spectra(
             k, {"generated": as_array(spectrum["p_generated"]),
-                "held-out simulation": as_array(spectrum["p_reference"])},
+                f"{label} simulation": as_array(spectrum["p_reference"])},
             f"rad {udunits(length_units)}-1", f"{field_units}{udunits(length_units)}{ndim}",
             out_dir / f"spectrum_{var}_case{case}.png", title=title))
     return [str(p) for p in paths]
@@ -251,5 +268,5 @@ def _headline(summary: Mapping[str, Any]) -> dict[str, Any]:
         out[var] = {key: float(np.median([r[key] for r in rows if key in r and r[key] is not None
                                           and math.isfinite(r[key])] or [np.nan]))
                     for key in ("mean_error", "std_rel_error", "wasserstein_1_in_std",
-                                "variance_ratio", "spectrum_error")}
+                                "variance_ratio", "spectrum_error", "out_of_bounds_generated")}
     return out

@@ -31,12 +31,11 @@ from rho_workflow.provenance import utc_now
 from rho_workflow.workflow.sweep import SweepPlan
 
 __all__ = ["flat_range_boxes", "sweep_template", "sweep_dataset", "write_sweep_output",
-           "provenance_attrs", "default_metadata"]
+           "provenance_attrs", "default_metadata", "output_conversions"]
 
 MEMBER_ATTRS = {"long_name": "ensemble member of the generated sweep", "standard_name": "realization",
                 "units": "1"}
 CASE_ATTRS = {"long_name": "sweep case (row of the table of parameter points)", "units": "1"}
-AXIS_NAMES = ("X", "Y", "Z")
 
 
 def flat_range_boxes(start: int, stop: int, shape: Sequence[int]
@@ -123,21 +122,41 @@ def _param_attrs(name: str, plan: SweepPlan, extra: Mapping[str, Mapping[str, An
     attrs = {"long_name": f"model parameter {name}"}
     if not is_text:
         attrs["units"] = udunits(plan.units.get(name, "1"))
+    if name in plan.calendars:  # a time parameter: CF time, decoded with its calendar
+        attrs.update(standard_name="time", calendar=plan.calendars[name])
     attrs.update({k: v for k, v in dict(extra.get(name, {})).items() if v is not None})
     return attrs
 
 
 def _spatial_coords(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid of the training store: dim coordinates with their CF attributes (``axis`` as
+    cf-xarray read it from the coordinates' own metadata, never by position), auxiliary
+    coordinates (2D latitude/longitude) and scalar coordinates (``height``)."""
     spatial = metadata["spatial"]
     coords = {}
-    for i, d in enumerate(spatial["dims"]):
+    for d in spatial["dims"]:
         c = spatial["coords"][d]
         attrs = {"long_name": f"{d} coordinate", **dict(c.get("attrs", {})),
                  "units": udunits(c.get("units", "1"))}
-        if len(spatial["dims"]) <= 3:
-            attrs.setdefault("axis", AXIS_NAMES[i])
         coords[d] = xr.Variable((d,), np.asarray(c["values"], dtype=np.float64), attrs)
+    for name, a in spatial.get("aux", {}).items():
+        attrs = dict(a.get("attrs", {}))
+        attrs["units"] = udunits(a.get("units", attrs.get("units", "1")))
+        coords[name] = xr.Variable(tuple(a["dims"]), np.asarray(a["values"], dtype=np.float64),
+                                   attrs)
+    for name, a in spatial.get("scalars", {}).items():
+        attrs = dict(a.get("attrs", {}))
+        if "units" in attrs:
+            attrs["units"] = udunits(attrs["units"])
+        coords[name] = xr.Variable((), np.float64(a["value"]), attrs)
     return coords
+
+
+def _coordinates_attr(metadata: Mapping[str, Any]) -> str | None:
+    """CF ``coordinates`` of a field: its auxiliary and scalar coordinates."""
+    spatial = metadata["spatial"]
+    names = [*spatial.get("aux", {}), *spatial.get("scalars", {})]
+    return " ".join(names) or None
 
 
 def provenance_attrs(plan: SweepPlan, *, checkpoint_sha256: str | None, config: Any = None,
@@ -172,9 +191,11 @@ def provenance_attrs(plan: SweepPlan, *, checkpoint_sha256: str | None, config: 
 
 def sweep_template(plan: SweepPlan, metadata: Mapping[str, Any], attrs: Mapping[str, Any],
                    param_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> xr.Dataset:
-    """The output's coordinates and attributes, without the field variables."""
+    """The output's coordinates, grid-mapping variables and attributes, without the fields."""
     coords = {**_sample_coords(plan, param_attrs or {}), **_spatial_coords(metadata)}
-    return xr.Dataset(coords=coords, attrs=dict(attrs))
+    mappings = {name: xr.Variable((), np.int32(0), dict(a))
+                for name, a in metadata["spatial"].get("grid_mapping", {}).items()}
+    return xr.Dataset(mappings, coords=coords, attrs=dict(attrs))
 
 
 def _dims(plan: SweepPlan, metadata: Mapping[str, Any]) -> tuple[str, ...]:
@@ -182,22 +203,47 @@ def _dims(plan: SweepPlan, metadata: Mapping[str, Any]) -> tuple[str, ...]:
     return (*sample_dims, *metadata["spatial"]["dims"])
 
 
-def _field_attrs(f: Mapping[str, Any]) -> dict[str, Any]:
-    attrs = {"units": udunits(f.get("units", "1")), "long_name": f.get("long_name") or f["name"]}
+def _field_attrs(f: Mapping[str, Any], units: str | None = None,
+                 coordinates: str | None = None) -> dict[str, Any]:
+    """CF attributes of one field variable (``units`` overrides the label's: output units)."""
+    attrs = {"units": udunits(units or f.get("units", "1")),
+             "long_name": f.get("long_name") or f["name"]}
     if f.get("standard_name"):
         attrs["standard_name"] = f["standard_name"]
+    attrs.update({k: v for k, v in dict(f.get("attrs") or {}).items() if k not in attrs})
+    if coordinates:
+        attrs["coordinates"] = coordinates
     return attrs
 
 
+def output_conversions(metadata: Mapping[str, Any], units: Mapping[str, str] | None
+                       ) -> dict[str, tuple[float, float]]:
+    """``field -> (a, b)`` with ``value_in_output_units = a * value + b`` for every field
+    whose output units (``output.units``) differ from its training units."""
+    from rho_workflow.data.units import linear_conversion
+
+    out = {}
+    for f in metadata["fields"]:
+        target = (units or {}).get(f["name"])
+        if target is not None:
+            out[f["name"]] = linear_conversion(f.get("units", "1"), target,
+                                               where=f"output.units.{f['name']}")
+    return out
+
+
 def sweep_dataset(plan: SweepPlan, samples: np.ndarray, metadata: Mapping[str, Any],
-                  attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """An in-memory labeled Dataset of a whole sweep (``samples``: ``(n_samples, C, *spatial)``)."""
+                  attrs: Mapping[str, Any] | None = None,
+                  units: Mapping[str, str] | None = None) -> xr.Dataset:
+    """An in-memory labeled Dataset of a whole sweep (``samples``: ``(n_samples, C, *spatial)``),
+    fields converted to ``units`` (field -> units) where given."""
     ds = sweep_template(plan, metadata, attrs or {})
     dims = _dims(plan, metadata)
     spatial_shape = samples.shape[2:]
+    conversions = output_conversions(metadata, units)
     for c, f in enumerate(metadata["fields"]):
-        data = samples[:, c].reshape(*plan.shape, *spatial_shape)
-        ds[f["name"]] = xr.Variable(dims, data, _field_attrs(f))
+        a, b = conversions.get(f["name"], (1.0, 0.0))
+        data = samples[:, c].reshape(*plan.shape, *spatial_shape) * a + b
+        ds[f["name"]] = xr.Variable(dims, data, _field_attrs(f, (units or {}).get(f["name"])))
     return ds
 
 
@@ -205,11 +251,14 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
                        parts: Iterator[tuple[int, int, np.ndarray]], *, attrs: Mapping[str, Any],
                        fmt: str = "netcdf", complevel: int = 4, dtype: str = "float32",
                        param_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-                       on_part: Callable[[int], None] | None = None) -> Path:
+                       on_part: Callable[[int], None] | None = None,
+                       units: Mapping[str, str] | None = None) -> Path:
     """Consolidate parts ``(start, stop, samples (stop - start, C, *spatial))`` into one file.
 
-    netCDF is written to a temporary file and renamed when complete; zarr is written by
-    region into a store whose metadata (coordinates, attributes) is written first.
+    Fields named in ``units`` (``output.units``) are converted from their training units by
+    the project's unit registry. netCDF is written to a temporary file and renamed when
+    complete; zarr is written by region into a store whose metadata (coordinates,
+    attributes) is written first.
     """
     path = Path(path)
     template = sweep_template(plan, metadata, attrs, param_attrs)
@@ -218,22 +267,34 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
     full_shape = (*plan.shape, *spatial_shape)
     sample_ndim = len(plan.shape)
     chunks = (*([1] * (sample_ndim - 1)), min(plan.members, 16), *spatial_shape)
+    conversions = output_conversions(metadata, units)
+    field_units = {f["name"]: (units or {}).get(f["name"]) for f in metadata["fields"]}
+
+    def converted(c: int, data: np.ndarray) -> np.ndarray:
+        a, b = conversions.get(metadata["fields"][c]["name"], (1.0, 0.0))
+        return data if (a, b) == (1.0, 0.0) else data * a + b
+
     if fmt == "netcdf":
         import netCDF4
 
+        mappings = {n: template[n].attrs for n in template.data_vars}
         with atomic_path(path, suffix=".nc") as tmp:
             encoding = {n: {"_FillValue": None} for n in template.coords}
-            template.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+            template.drop_vars(list(mappings)).to_netcdf(tmp, engine="netcdf4", encoding=encoding)
             with netCDF4.Dataset(tmp, "a") as nc:
+                for name, mapping_attrs in mappings.items():  # no coordinates attribute
+                    nc.createVariable(name, np.int32, ()).setncatts(dict(mapping_attrs))
                 variables = []
                 for f in metadata["fields"]:
                     v = nc.createVariable(f["name"], np.dtype(dtype), dims, zlib=complevel > 0,
                                           complevel=max(complevel, 1), shuffle=True,
                                           chunksizes=chunks, fill_value=np.nan)
-                    v.setncatts(_field_attrs(f))
+                    v.setncatts(_field_attrs(f, field_units[f["name"]],
+                                             _coordinates_attr(metadata)))
                     variables.append(v)
                 _fill(parts, plan, full_shape, sample_ndim,
-                      lambda c, box, data: variables[c].__setitem__(box, data), on_part)
+                      lambda c, box, data: variables[c].__setitem__(box, converted(c, data)),
+                      on_part)
         return path
     if fmt == "zarr":
         import dask.array as da
@@ -242,12 +303,12 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
         ds = template.copy()
         for f in metadata["fields"]:
             ds[f["name"]] = xr.Variable(dims, da.full(full_shape, np.nan, dtype=dtype, chunks=chunks),
-                                        _field_attrs(f))
+                                        _field_attrs(f, field_units[f["name"]]))
         ds.to_zarr(path, mode="w", compute=False, consolidated=True)
         group = zarr.open_group(str(path), mode="r+")
         arrays = [group[f["name"]] for f in metadata["fields"]]
         _fill(parts, plan, full_shape, sample_ndim,
-              lambda c, box, data: arrays[c].__setitem__(box, data), on_part)
+              lambda c, box, data: arrays[c].__setitem__(box, converted(c, data)), on_part)
         return path
     raise ValueError(f"output.format {fmt!r} is not one of ['netcdf', 'zarr']")
 

@@ -50,8 +50,10 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
               complevel: int = 4, dtype: str = "float32", gpu: bool = False,
               threads: int = 1, retries: int = 2, attrs: Mapping[str, Any] | None = None,
               param_attrs: Mapping[str, Mapping[str, Any]] | None = None,
-              keep_parts: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Sample every chunk of ``plan`` and consolidate into ``output``; return a summary.
+              keep_parts: bool = False, progress: bool = True,
+              units: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Sample every chunk of ``plan`` and consolidate into ``output`` (fields in ``units``
+    where given, else the training units); return a summary.
 
     Returns
     -------
@@ -97,7 +99,7 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
     sample_shape = tuple(field_shape)
     write_sweep_output(output, plan, metadata, _read_parts(plan, manifest, sample_shape, dtype),
                        attrs=dict(attrs or {}), fmt=fmt, complevel=complevel, dtype=dtype,
-                       param_attrs=param_attrs)
+                       param_attrs=param_attrs, units=units)
     consolidate_seconds = time.perf_counter() - t1
     if not keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)

@@ -20,7 +20,8 @@ from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.workflow.retry import AttemptFailed, with_retries
 from rho_workflow.workflow.tasks import TrainingSpec
 
-__all__ = ["StageError", "simulate", "preprocess", "train", "sample", "evaluate", "training_spec"]
+__all__ = ["StageError", "simulate", "preprocess", "train", "sample", "evaluate", "training_spec",
+           "plan_data", "check_split"]
 
 logger = logging.getLogger("rho_workflow")
 
@@ -42,6 +43,42 @@ def simulate(section: Any) -> dict[str, Any]:
     paths = write_sweep(section.kind, section.out_dir, runs=section.runs, seed=section.seed,
                         size=section.size, realizations=section.realizations)
     return {"files": len(paths), "out_dir": section.out_dir}
+
+
+def plan_data(data: Any) -> tuple[dict[str, Any], Any]:
+    """The ``--dry-run`` view of the data section: files, samples and split sizes (from the
+    files' metadata, nothing read), and the parameter space the store will record."""
+    from rho_workflow.data.ingest import plan_ingest
+    from rho_workflow.data.store import SPLITS, assign_split, build_param_space
+
+    plan = plan_ingest(data)
+    split = assign_split(plan.points, plan.sample_files, data.split.validation,
+                         data.split.held_out, data.split.seed, data.split.by)
+    counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
+    by = data.split.by if isinstance(data.split.by, str) else list(data.split.by)
+    return ({"files": len(plan.files), "samples": plan.n_samples, "split": counts,
+             "split_by": by}, build_param_space(plan))
+
+
+def check_split(counts: Mapping[str, int], data: Any, evaluation: Any) -> None:
+    """Stop before training when the evaluation needs a split that would be empty."""
+    from rho_workflow.errors import ConfigError
+
+    if not evaluation.enabled or counts.get(evaluation.split, 0) > 0:
+        return
+    n = sum(counts.values())
+    fraction = {"held_out": data.split.held_out, "validation": data.split.validation}.get(
+        evaluation.split)
+    by = data.split.by if isinstance(data.split.by, str) else list(data.split.by)
+    raise ConfigError([
+        f"evaluation.split: the {evaluation.split!r} split would hold 0 of the {n} samples "
+        f"(data.split.{evaluation.split}={fraction} of the runs, a run being "
+        f"{'a file' if by == 'file' else 'a parameter point' if by == 'params' else by}; "
+        f"sizes {dict(counts)}) and the evaluation compares against it (rule: evaluation "
+        "needs reference runs the model did not train on); fix: split by parameter point "
+        "(data.split.by: params) when files are few, raise data.split."
+        f"{evaluation.split}, choose another evaluation.split, or set evaluation.enabled: "
+        "false"])
 
 
 def preprocess(data: Any, store_path: Path, client: Any, progress: bool) -> dict[str, Any]:
@@ -141,7 +178,7 @@ def sample(config: Any, plan: Any, client: Any, resume: bool, progress: bool) ->
     return run_sweep(plan, o.checkpoint_path, o.samples_path, o.parts_dir, client=client,
                      resume=resume, fmt=o.format, complevel=o.complevel, dtype=o.dtype, gpu=s.gpu,
                      threads=s.threads, retries=s.retries, attrs=attrs, keep_parts=o.keep_parts,
-                     progress=progress)
+                     progress=progress, units=dict(o.units))
 
 
 def conditioning_attrs(checkpoint: Any, conditioning: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,7 +229,7 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
                                              checkpoint_sha256=sha, method=e.log_likelihood, max_fields=e.likelihood_fields,
                                              threads=s.threads, gpu=s.gpu)
     summary = evaluate_sweep(out_dir / "samples.nc", o.store_path, refs, out_dir, bins=e.bins,
-                             figures=e.figures, log_likelihood=likelihood)
+                             figures=e.figures, log_likelihood=likelihood, split=e.split)
     return {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
             "points": len(refs), "headline": summary["headline"], "figures": len(summary["figures"]),
             "log_likelihood": (summary.get("log_likelihood") or {}).get("median_bits_per_dim"),

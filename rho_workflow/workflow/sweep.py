@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rho_workflow.atomic import file_sha256
+from rho_workflow.data.calendars import is_time_units
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
 from rho_workflow.params import ParameterError, ParamSpace
@@ -97,6 +98,7 @@ class SweepPlan:
     #: ``observations`` (absolute path), its ``sha256``, ``variable`` and ``cg_iters``: every
     #: sample is conditioned on them (part of the sweep's fingerprint, so resume notices a change)
     conditioning: dict[str, Any] | None = None
+    calendars: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.chunks:
@@ -213,13 +215,17 @@ def check_grid_spec(grid: Mapping[str, Any], path: str) -> list[str]:
     return problems
 
 
-def grid_axis_values(spec: Any, name: str, units: str, path: str) -> list:
+def grid_axis_values(spec: Any, name: str, units: str, path: str,
+                     calendar: str | None = None) -> list:
     """Values of one grid axis in the canonical ``units``.
 
     ``spec`` is a list of values, ``{values: [...], units}`` or a range
     ``{start, stop, num | step, units}`` (``num``: ends included; ``step``: ``stop`` included
-    when it falls on the grid within rounding).
+    when it falls on the grid within rounding). A time parameter (``units`` ``"days since
+    ..."`` on ``calendar``) also takes dates (``"2090-06-01"``) and offsets in any unit of
+    the calendar (``units: "months since 2090-01-01"``; :mod:`rho_workflow.data.calendars`).
     """
+    from rho_workflow.data.calendars import CalendarError, is_time_units, to_time_offsets
     from rho_workflow.data.units import UnitsError, convert
 
     if isinstance(spec, list):
@@ -233,6 +239,11 @@ def grid_axis_values(spec: Any, name: str, units: str, path: str) -> list:
         n = int(math.floor((stop - start) / step + 1e-9)) + 1
         values = (start + step * np.arange(max(n, 0))).tolist()
     given = spec.get("units")
+    if is_time_units(units):
+        try:
+            return to_time_offsets(values, given, units, calendar, f"{path}.{name}")
+        except CalendarError as exc:
+            raise ConfigError([str(exc)]) from None
     if given is None or all(isinstance(v, str) for v in values):
         return values
     try:
@@ -271,6 +282,7 @@ def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sam
     """
     names = param_space.names
     units = {p.name: p.units for p in param_space.params}
+    calendars = {p.name: p.calendar for p in param_space.params if p.calendar is not None}
     problems: list[str] = []
     axes: dict[str, list] = {}
     if sampling.grid is not None:
@@ -282,7 +294,8 @@ def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sam
                                + (f"; unknown {extra}" if extra else "")])
         for n in names:
             try:
-                axes[n] = grid_axis_values(sampling.grid[n], n, units[n], f"{path}.grid")
+                axes[n] = grid_axis_values(sampling.grid[n], n, units[n], f"{path}.grid",
+                                           calendars.get(n))
             except ConfigError as exc:
                 problems.extend(exc.problems)
         if problems:
@@ -296,10 +309,12 @@ def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sam
             point = {}
             for n, v in row.items():
                 given = sampling.table_units.get(n)
-                if given is not None and n in units and not isinstance(v, str):
+                time = n in units and is_time_units(units[n])
+                if n in units and (time or (given is not None and not isinstance(v, str))):
+                    spec = {"values": [v], **({"units": given} if given is not None else {})}
                     try:
-                        v = grid_axis_values({"values": [v], "units": given}, n, units[n],
-                                             f"{path}.table[{i}]")[0]
+                        v = grid_axis_values(spec, n, units[n], f"{path}.table[{i}]",
+                                             calendars.get(n))[0]
                     except ConfigError as exc:
                         problems.extend(exc.problems)
                 point[n] = v
@@ -320,7 +335,8 @@ def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sam
                      steps=sampling.steps, guidance=sampling.guidance,
                      allow_extrapolation=sampling.allow_extrapolation,
                      batch_size=sampling.batch_size, chunk_size=sampling.chunk_size, axes=axes,
-                     conditioning=_conditioning(getattr(sampling, "conditioning", None)))
+                     conditioning=_conditioning(getattr(sampling, "conditioning", None)),
+                     calendars=calendars)
 
 
 def _conditioning(cond: Any) -> dict[str, Any] | None:

@@ -162,7 +162,7 @@ def load_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def store_labels(meta: Mapping[str, Any]) -> dict[str, Any]:
     """Output labels (``fields``, ``spatial``) from a training store's ``metadata()``."""
-    labels = field_labels(meta["variables"], meta["spatial_dims"], meta["coords"])
+    labels = field_labels(meta["variables"], meta["spatial_dims"], meta["coords"], meta)
     return {**labels, "store": {"path": meta.get("store"), "provenance": meta.get("provenance")}}
 
 
