@@ -19,7 +19,7 @@ def _split(req: str) -> tuple[str, str]:
 def test_environment_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pip_reqs = list(project["dependencies"])
-    for extra in ("test", "hpc", "zarr"):
+    for extra in ("test", "hpc", "zarr", "astro"):
         pip_reqs += project["optional-dependencies"][extra]
     expected = {CONDA_NAMES.get(name, name).lower(): spec for name, spec in map(_split, pip_reqs)}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())

@@ -24,6 +24,7 @@ import xarray as xr
 from rho_workflow.data.config import DataConfig
 from rho_workflow.data.units import UnitsError, linear_conversion
 from rho_workflow.data.file_params import read_params, time_calendar
+from rho_workflow.data.formats import file_format, open_fits, open_hdf5
 from rho_workflow.data.labels import FIELD_ATTRS, cf_axes, plain_attrs
 from rho_workflow.data.validate import Problem, raise_if_problems
 from rho_workflow.data.validate import short_values as _short
@@ -127,9 +128,16 @@ def resolve_files(patterns: tuple[str, ...] | list[str]) -> tuple[list[Path], li
     return paths, problems
 
 
-def open_sweep_file(path: Path) -> xr.Dataset:
+def open_sweep_file(path: Path, config: DataConfig | None = None) -> xr.Dataset:
     """Open one netCDF file lazily (CF decoding, cftime for every calendar); values are read
-    only when indexed, or chunk by chunk once :func:`_select` has made them Dask arrays."""
+    only when indexed, or chunk by chunk once :func:`_select` has made them Dask arrays.
+    HDF5 and FITS files (by suffix) are read by :mod:`.formats`, with dims from ``config``."""
+    kind = file_format(Path(path))
+    if kind != "netcdf":
+        if config is None:
+            raise ValueError(f"{path}: reading a {kind} file needs the data section (its dims)")
+        opener = open_hdf5 if kind == "hdf5" else open_fits
+        return opener(Path(path), config.variables, config.spatial_dims, config.sample_dims or ())
     coder = xr.coders.CFDatetimeCoder(use_cftime=True)
     return xr.open_dataset(path, engine="netcdf4", chunks=None, decode_times=coder,
                            decode_timedelta=False, mask_and_scale=True)
@@ -342,10 +350,10 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
     found (the grid is still returned when only the parameters failed)."""
     where = str(path)
     try:
-        ds = open_sweep_file(path)
+        ds = open_sweep_file(path, config)
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError ...
         problems.append(Problem(where, None, type(exc).__name__, "every file must be a "
-                                f"readable netCDF file ({exc})", "regenerate or re-copy the "
+                                f"readable {file_format(path)} file ({exc})", "regenerate or re-copy the "
                                 "file; it may be truncated or not netCDF"))
         return None
     n_problems = len(problems)
@@ -472,7 +480,7 @@ def build_fields(plan: IngestPlan, samples_per_chunk: int | None = None) -> da.A
     for fp in plan.files:
         inner = int(np.prod(fp.sample_shape[1:], dtype=np.int64)) if fp.sample_dims else 1
         chunks = {d: max(1, k // inner) if i == 0 else -1 for i, d in enumerate(fp.sample_dims)}
-        ds = fp.dataset if fp.dataset is not None else open_sweep_file(fp.path)
+        ds = fp.dataset if fp.dataset is not None else open_sweep_file(fp.path, config)
         channels = []
         for var in config.variables:
             arr = _select(ds[var], config, str(fp.path), [], chunks)

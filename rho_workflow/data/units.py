@@ -42,7 +42,9 @@ UNITS: pint.UnitRegistry = _cf_units
 _ALIASES = (
     "@alias degree_Celsius = degree_C = degrees_C",
     "@alias degree_Fahrenheit = degree_F",
-    "solar_mass = 1.98847e30 * kilogram = Msun = M_sun = Msol",
+    "solar_mass = 1.98847e30 * kilogram = Msun = M_sun = Msol = solMass",
+    "solar_luminosity = 3.828e26 * watt = Lsun = L_sun = solLum",
+    "solar_radius = 6.957e8 * meter = Rsun = R_sun = solRad",
     "jansky = 1e-26 * watt / meter ** 2 / hertz = Jy",
     "sverdrup = 1e6 * meter ** 3 / second = Sv_ocean",
     "practical_salinity_scale = practical_salinity_unit = pss",
