@@ -101,9 +101,11 @@ class Pipeline:
                                 "graph": "one Dask graph: read, check, normalize, write",
                                 "writes": str(self.out.store_path)}
         if files:  # metadata only: samples, split sizes and the parameter space
-            data_plan, self._planned_space = stages.plan_data(cfg.data)
+            from rho_workflow.workflow.stages import check_split, plan_data
+
+            data_plan, self._planned_space = plan_data(cfg.data)
             stages["preprocess"].update(data_plan)
-            stages.check_split(data_plan["split"], cfg.data, cfg.evaluation)
+            check_split(data_plan["split"], cfg.data, cfg.evaluation)
         t = cfg.training
         stages["train"] = {"tasks": t.workers,
                            "mode": "data-parallel (torch.distributed, "
