@@ -123,7 +123,7 @@ def test_output_dates_axes_metadata_and_units(finished):
         else:
             assert "X" not in ds.cf.axes  # index dims of a curvilinear grid are no lon axis
             assert ds["nav_lat"].dims == ("y", "x") and ds["nav_lon"].dims == ("y", "x")
-            assert set(ds[var].attrs["coordinates"].split()) == {"nav_lat", "nav_lon"}
+            assert set(ds[var].encoding["coordinates"].split()) == {"nav_lat", "nav_lon"}
             land = land_mask(SIZE, SIZE)
             values = ds[var].values
             assert np.isnan(values[..., land]).all() and np.isfinite(values[..., ~land]).all()
