@@ -260,6 +260,10 @@ class Pipeline:
         stages.require(self.out.checkpoint_path, "checkpoint", "train")
         plan = self._sweep_plan()
         fp = sweep_fingerprint(plan, file_sha256(self.out.checkpoint_path), self.out.dtype)
+        if self.out.units:  # the parts are in training units; the consolidated file is not
+            from rho_workflow.atomic import fingerprint
+
+            fp = fingerprint([fp, dict(self.out.units)])
         done = self._done("sample", fp) if resume else None
         if done and self.out.samples_path.exists():
             return {**done, "skipped": True, "chunks_skipped": done["chunks"]}

@@ -23,3 +23,8 @@ def cf_report(path: str | Path) -> dict:
 def cf_high_priority(path: str | Path) -> list[str]:
     """High-priority CF failures of ``path`` (an empty list passes)."""
     return [msg for item in cf_report(path)["high_priorities"] for msg in item["msgs"]]
+
+
+def cf_findings(path: str | Path, priority: str = "high") -> list[str]:
+    """The checker's messages of one priority (``high``, ``medium``, ``low``) for ``path``."""
+    return [msg for item in cf_report(path)[f"{priority}_priorities"] for msg in item["msgs"]]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-from cf_check import cf_report
+from cf_check import cf_findings
 
 from rho_workflow.cli import main
 from rho_workflow.data.calendars import CalendarError, to_time_offsets
@@ -138,9 +138,8 @@ def test_output_dates_axes_metadata_and_units(finished):
 
 def test_output_cf_findings(finished):
     _, root, _ = finished
-    report = cf_report(root / "out" / "samples.nc")
-    high = [m for item in report["high_priorities"] for m in item["msgs"]]
-    medium = [m for item in report["medium_priorities"] for m in item["msgs"]]
+    high = cf_findings(root / "out" / "samples.nc", "high")
+    medium = cf_findings(root / "out" / "samples.nc", "medium")
     assert high == []
     assert len(medium) == 1 and DIM_ORDER in medium[0], medium  # see DIM_ORDER
 
@@ -297,3 +296,16 @@ def test_masked_metrics_equal_the_metrics_of_the_valid_cells():
     for key in ("mean_error", "std_rel_error", "wasserstein_1", "variance_ratio"):
         assert masked[key] == pytest.approx(flat[key], rel=1e-12)
     assert masked["n_masked_cells"] == 6 and masked["n_valid_cells"] == 30
+
+
+@pytest.mark.parametrize("section", ["## Climate data", "## Astro data"])
+def test_readme_data_sections_validate(section):
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split(section, 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    spec = yaml.safe_load(block)
+    DataConfig.from_dict(spec["data"])  # raises ConfigError naming the key on a stale example
+    if "output" in spec:
+        from rho_workflow.config import _output_units_problems, OutputSection
+
+        assert _output_units_problems(DataConfig.from_dict(spec["data"]),
+                                      OutputSection(**spec["output"])) == []
