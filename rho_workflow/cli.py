@@ -193,7 +193,8 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
                      f"-> {r['output']}")
     if "evaluate" in results:
         r = results["evaluate"]
-        lines.append(f"  evaluate   : {r['points']} held-out points, {r['figures']} figures -> "
+        split = pipeline.config.evaluation.split.replace("_", "-")
+        lines.append(f"  evaluate   : {r['points']} {split} points, {r['figures']} figures -> "
                      f"{r['summary']}")
         for var, scores in r["headline"].items():
             text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items())

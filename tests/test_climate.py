@@ -309,3 +309,11 @@ def test_readme_data_sections_validate(section):
 
         assert _output_units_problems(DataConfig.from_dict(spec["data"]),
                                       OutputSection(**spec["output"])) == []
+
+
+def test_cell_methods_follow_the_time_parameter_and_keep_comments():
+    from rho_workflow.data.ingest import _cell_methods
+
+    assert _cell_methods("time: mean (interval: 1 month) area: mean where sea",
+                         {"time": "day"}, {"day"}) == "day: mean (interval: 1 month) area: mean where sea"
+    assert _cell_methods("lat: lon: mean time: maximum", {}, {"lat", "lon"}) == "lat: lon: mean"

@@ -251,19 +251,22 @@ def _grid_of(arr: xr.DataArray, spatial: tuple[str, ...], ds: xr.Dataset | None 
 
 def _cell_methods(text: str, rename: dict[str, str], known: set[str]) -> str:
     """CF ``cell_methods`` with names renamed (a time coordinate read as a parameter becomes
-    the parameter) and the entries over names the output lacks left out."""
-    entries, names, words = [], [], []
+    the parameter) and the entries over names the output lacks left out.
+
+    The grammar is ``name: [name: ...] method [where ...] [over ...] [(comment)]``,
+    repeated; words inside parentheses (``(interval: 1 month)``) belong to their entry.
+    """
+    entries: list[tuple[list[str], list[str]]] = []
+    depth = 0
     for token in text.split():
-        if token.endswith(":") and not words:
-            names.append(token[:-1])
-            continue
-        if token.endswith(":") and words:
-            entries.append((names, words))
-            names, words = [token[:-1]], []
-            continue
-        words.append(token)
-    if names:
-        entries.append((names, words))
+        is_name = depth == 0 and token.endswith(":") and not token.startswith("(")
+        depth += token.count("(") - token.count(")")
+        if is_name and (not entries or entries[-1][1]):
+            entries.append(([token[:-1]], []))  # a new entry
+        elif is_name:
+            entries[-1][0].append(token[:-1])  # "lat: lon: mean"
+        elif entries:
+            entries[-1][1].append(token)
     kept = []
     for names, words in entries:
         names = [rename.get(n, n) for n in names]

@@ -203,7 +203,8 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                                                     None, bounds=bounds.get(var))
             if figures:
                 summary["figures"].append(_gallery(out_dir, var, gens, ref_list, refs, meta,
-                                                   store.field_attrs.get(var, {}).get("units")))
+                                                   store.field_attrs.get(var, {}).get("units"),
+                                                   split.replace("_", "-")))
     summary["headline"] = _headline(summary)
     _add_likelihoods(summary, log_likelihood)
     if log_likelihood is not None:
@@ -215,15 +216,16 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
 
 
 def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, meta: Mapping[str, Any],
-             units: str | None) -> str:
-    """Generated beside held-out fields at the first four points, axes in grid units."""
+             units: str | None, label: str = "held-out") -> str:
+    """Generated beside reference fields (of split ``label``) at the first four points, axes
+    in grid units."""
     from rho_workflow.evaluate.plots import plot_field_gallery
     from rho_workflow.workflow.output import udunits
 
     panels, titles = [], []
     for gen, ref, (point, _) in list(zip(gens, ref_list, refs))[:4]:
         panels += [gen[0], ref[0]]
-        titles += [f"generated, {_point_title(point)}", "held-out simulation"]
+        titles += [f"generated, {_point_title(point)}", f"{label} simulation"]
     dims, coords = list(meta["spatial_dims"]), meta["coords"]
     labels = [f"{d} [{udunits(coords[d].get('units', '1'))}]" for d in dims]
     extent = None
