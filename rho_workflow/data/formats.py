@@ -35,8 +35,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-__all__ = ["HDF5_SUFFIXES", "FITS_SUFFIXES", "file_format", "open_hdf5", "open_fits"]
+__all__ = ["FORMAT_NAMES", "HDF5_SUFFIXES", "FITS_SUFFIXES", "file_format", "open_hdf5", "open_fits"]
 
+FORMAT_NAMES = {"netcdf": "netCDF", "hdf5": "HDF5", "fits": "FITS"}
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
 #: FITS keywords that describe the file's structure, not the run

@@ -24,7 +24,7 @@ import xarray as xr
 from rho_workflow.data.config import DataConfig
 from rho_workflow.data.units import UnitsError, linear_conversion
 from rho_workflow.data.file_params import read_params, time_calendar
-from rho_workflow.data.formats import file_format, open_fits, open_hdf5
+from rho_workflow.data.formats import FORMAT_NAMES, file_format, open_fits, open_hdf5
 from rho_workflow.data.labels import FIELD_ATTRS, cf_axes, plain_attrs
 from rho_workflow.data.validate import Problem, raise_if_problems
 from rho_workflow.data.validate import short_values as _short
@@ -356,7 +356,7 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
         ds = open_sweep_file(path, config)
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError ...
         problems.append(Problem(where, None, type(exc).__name__, "every file must be a "
-                                f"readable {file_format(path)} file ({exc})", "regenerate or re-copy the "
+                                f"readable {FORMAT_NAMES[file_format(path)]} file ({exc})", "regenerate or re-copy the "
                                 "file; it may be truncated or not netCDF"))
         return None
     n_problems = len(problems)

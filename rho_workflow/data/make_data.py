@@ -57,6 +57,8 @@ LAYOUTS = {
     "spectral-lines": ("coordinate", "run"),
     "swiss-roll": ("global_attribute", "point"),
     "heartbeat": ("global_attribute", "sequence"),
+    "climate-air": ("global_attribute", "time"),
+    "climate-ocean": ("global_attribute", "time_counter"),
 }
 
 #: long names of coordinates (Cartesian box axes carry no CF ``axis``: they are not lat/lon)

@@ -76,7 +76,8 @@ def climate_dataset(kind: str, run: int, *, seed: int = 0, size: int = 16,
     time = xr.date_range(f"{START_YEAR}-01-01", periods=months, freq="MS", calendar=calendar,
                          use_cftime=True) + datetime.timedelta(days=15)  # mid-month
     month_numbers = np.array([t.month for t in time], dtype=np.float64)
-    attrs = {"Conventions": "CF-1.8", "experiment_id": scenario,
+    attrs = {"Conventions": "CF-1.8", "rho_field_variable": "tas" if kind == "climate-air" else "tos",
+             "experiment_id": scenario,
              "radiative_forcing": forcing, "radiative_forcing_units": "W m-2",
              "realization_index": run}
     if kind == "climate-air":
@@ -135,7 +136,7 @@ def write_climate_sweep(kind: str, out_dir: str | Path, *, runs: int, seed: int 
         var = "tas" if kind == "climate-air" else "tos"
         time_name = "time" if kind == "climate-air" else "time_counter"
         encoding = {var: {"_FillValue": np.float32(1e20), "zlib": True},
-                    time_name: {"units": f"days since {START_YEAR}-01-01 00:00:00",
+                    time_name: {"units": f"days since {START_YEAR}-01-01 00:00:00", "dtype": "float64",
                                 "calendar": CALENDARS[kind], "_FillValue": None}}
         for name in ds.coords:
             if name != time_name:
