@@ -63,7 +63,9 @@ def config(files, variable, params, **extra):
     return DataConfig.from_dict({
         "files": files, "variables": [variable], "spatial_dims": ["y", "x"],
         "sample_dims": ["snapshot"], "units": {variable: "kg m-3"}, "params": params,
-        "transform": {"log": True}, "split": {"validation": 0.0, "held_out": 0.0}, **extra})
+        # kg m-3 of cosmic densities are ~1e-27: a floor below them
+        "transform": {"log": True, "floor": 1e-40},
+        "split": {"validation": 0.0, "held_out": 0.0}, **extra})
 
 
 def test_astropy_unit_spellings_share_the_registry():
@@ -119,3 +121,66 @@ def test_fits_without_units_is_rejected_with_the_fix(tmp_path):
                                                        "name": "OMEGA_M"}}})
     with pytest.raises(DataValidationError, match="must have a 'units' attribute"):
         plan_ingest(cfg)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "fits"])
+def test_astro_sweep_through_the_pipeline(tmp_path, fmt):
+    """preprocess, train (tiny), sample and evaluate on HDF5 / FITS inputs (trained in
+    Msun Mpc-3, as the files are; written in kg m-3)."""
+    import xarray as xr
+    from cf_check import cf_findings
+
+    from rho_workflow.pipeline import run_pipeline
+
+    runs = (0.2, 0.25, 0.3, 0.35)
+    (write_camels_like if fmt == "hdf5" else write_fits_maps)(tmp_path, runs)
+    variable = "density" if fmt == "hdf5" else "DENSITY"
+    name = "Header/Omega0" if fmt == "hdf5" else "OMEGA_M"
+    spec = {
+        "name": f"astro-{fmt}",
+        "data": {"files": str(tmp_path / ("*.hdf5" if fmt == "hdf5" else "*.fits")),
+                 "variables": [variable], "spatial_dims": ["y", "x"],
+                 "sample_dims": ["snapshot"], "units": {variable: "Msun Mpc-3"},
+                 "params": {"omega_m": {"source": "global_attribute", "name": name}},
+                 "transform": {"log": True},
+                 "split": {"validation": 0.0, "held_out": 0.25, "seed": 0}},
+        "model": {"network": {"kind": "unet", "dims": 2, "base_channels": 8,
+                              "channel_mults": [1, 2], "num_res_blocks": 1,
+                              "attention_levels": []}},
+        "training": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "log_every": 1,
+                     "checkpoint_every": 3, "threads": 1},
+        "sampling": {"sampler": "ddim", "steps": 2, "members": 2, "batch_size": 2,
+                     "chunk_size": 2, "seed": 0, "grid": {"omega_m": [0.22, 0.33]}},
+        "evaluation": {"max_points": 1, "figures": False, "log_likelihood": "none"},
+        "output": {"dir": str(tmp_path / "out"), "units": {variable: "kg m-3"}},
+        "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 1,
+                    "dashboard": False},
+    }
+    results = run_pipeline(spec, progress=False)
+    assert results["preprocess"]["split_counts"]["held_out"] == 2  # one file, 2 snapshots
+    with xr.open_dataset(tmp_path / "out" / "samples.nc") as ds:
+        values = ds[variable].values
+        assert ds[variable].attrs["units"] == "kg m-3"
+        assert ds["x"].attrs["units"] in ("Mpc", "megaparsec")  # the UDUNITS spelling
+        np.testing.assert_allclose(ds["x"].values, (np.arange(N) + 0.5) * 25.0 / N)
+        # the inputs' order of magnitude (~3e9 Msun Mpc-3) in kg m-3
+        median = np.median(values) / MSUN_PER_MPC3_IN_KG_M3
+        assert np.isfinite(values).all() and 1e7 < median < 1e12
+    assert cf_findings(tmp_path / "out" / "samples.nc", "high") == []
+    assert results["evaluate"]["points"] == 1
+
+
+def test_log_of_a_field_below_the_floor_is_rejected(tmp_path):
+    """Cosmic densities in kg m-3 (~1e-27) are all below the default floor 1e-12."""
+    write_camels_like(tmp_path)
+    cfg = config(str(tmp_path / "*.hdf5"), "density", {
+        "omega_m": {"source": "global_attribute", "name": "Header/Omega0"}},
+        transform={"log": True})  # the default floor, 1e-12
+    with pytest.raises(DataValidationError, match="must exceed transform.floor.*data.units.density"):
+        preprocess(cfg, tmp_path / "store.nc", progress=False)
+    low_floor = config(str(tmp_path / "*.hdf5"), "density", {
+        "omega_m": {"source": "global_attribute", "name": "Header/Omega0"}},
+        transform={"log": True, "floor": 1e-40})
+    store = open_store(preprocess(low_floor, tmp_path / "ok.nc", progress=False).path)
+    assert store.stats[0]["std"] > 0.1  # the field survives the log step
+    store.close()

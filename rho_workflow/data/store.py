@@ -350,6 +350,16 @@ def _judge(plan: IngestPlan, summaries: Sequence[dict[str, Any]]) -> list[dict[s
         raise DataValidationError([Problem(str(config.files), v, 0, "the training split "
                                            "must hold valid values", "check the mask and "
                                            "the split fractions") for v in empty])
+    floor = config.transform.floor
+    clipped = [v for v, s in zip(config.variables, stats)
+               if v in config.transform.log and s["max"] <= np.log(floor)]
+    if clipped:  # every value at or below the floor: the log step would erase the field
+        raise DataValidationError([Problem(
+            str(config.files), v, f"max <= {floor:g} {config.units[v]}", "a log-transformed "
+            "field must exceed transform.floor somewhere (every training value is at or "
+            "below it, so the field would be one constant)",
+            f"lower data.transform.floor below the field's values, or choose canonical "
+            f"units in which they are of order one (data.units.{v})") for v in clipped])
     return stats
 
 
