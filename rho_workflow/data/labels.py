@@ -98,14 +98,20 @@ def labels_of_dataarray(da: Any, sample_dim: str) -> dict[str, Any]:
     """The labels of a DataArray's field and grid (every dim but ``sample_dim``)."""
     dims = [d for d in da.dims if d != sample_dim]
     coords = {}
+    axes = cf_axes(da)
     for d in dims:
         values = da[d].values if d in da.coords else np.arange(da.sizes[d])
         coords[d] = {"values": np.asarray(values, dtype=np.float64).tolist(),
-                     "units": str(da[d].attrs.get("units", "1")) if d in da.coords else "1"}
+                     "units": str(da[d].attrs.get("units", "1")) if d in da.coords else "1",
+                     "attrs": plain_attrs(da[d].attrs) if d in da.coords else {}}
+        if axes.get(d, "T") in "XYZ":
+            coords[d]["attrs"].setdefault("axis", axes[d])
     name = str(da.name or "field")
     return field_labels([{"name": name, "units": str(da.attrs.get("units", "1")),
                           "long_name": da.attrs.get("long_name", name),
-                          "standard_name": da.attrs.get("standard_name")}], dims, coords)
+                          "standard_name": da.attrs.get("standard_name"),
+                          **{k: str(v) for k, v in da.attrs.items()
+                             if k in ("cell_methods", "comment")}}], dims, coords)
 
 
 def default_labels(field_shape: Sequence[int], names: Sequence[str] | None = None,
