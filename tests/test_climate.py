@@ -317,3 +317,12 @@ def test_cell_methods_follow_the_time_parameter_and_keep_comments():
     assert _cell_methods("time: mean (interval: 1 month) area: mean where sea",
                          {"time": "day"}, {"day"}) == "day: mean (interval: 1 month) area: mean where sea"
     assert _cell_methods("lat: lon: mean time: maximum", {}, {"lat", "lon"}) == "lat: lon: mean"
+
+
+def test_climate_pipeline_file_plans():
+    from rho_workflow.pipeline import Pipeline
+
+    path = Path(__file__).resolve().parents[1] / "pipelines" / "climate.yaml"
+    plan = Pipeline.from_source(str(path)).plan()
+    assert plan["stages"]["sample"]["samples"] == 2 * 3 * 4
+    assert plan["config"]["output"]["units"] == {"tos": "degree_C"}
