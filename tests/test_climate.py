@@ -71,7 +71,9 @@ def pipeline(root: Path, kind: str) -> dict:
                               # a date, and a date of the 360-day calendar that noleap lacks
                               "day": ["2090-02-16", "2090-03-16"] if air else
                               {"values": [1, 2], "units": "months since 2090-01-16"}}},
-        "evaluation": {"max_points": 2, "bins": 5, "figures": False, "log_likelihood": "none"},
+        # the bound K of held-out masked fields (a density over the valid cells)
+        "evaluation": {"max_points": 2, "bins": 5, "figures": False, "likelihood_fields": 1,
+                       "log_likelihood": "none" if air else "bound"},
         "output": {"dir": str(root / "out"), "units": {var: "degC" if air else "degree_C"}},
         "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 1,
                     "dashboard": False},
@@ -150,6 +152,9 @@ def test_evaluation_over_valid_cells_with_bounds(finished):
     var = "tas" if kind == "climate-air" else "tos"
     assert summary["split"] == "held_out" and summary["points"]
     masked = int(land_mask(SIZE, SIZE).sum()) if kind == "climate-ocean" else 0
+    if masked:
+        assert summary["log_likelihood"]["method"] == "bound"
+        assert all(np.isfinite(p["log_likelihood_bits_per_dim"]) for p in summary["points"])
     for point in summary["points"]:
         metrics = point["metrics"][var]
         assert metrics["n_masked_cells"] == masked
