@@ -13,12 +13,17 @@ the value, the rule and the fix. A minimal section::
         temperature: {source: global_attribute, units: K}
         scenario: {source: variable_attribute, attribute: experiment_id, kind: categorical}
         run_T: {source: filename, pattern: "T(?P<value>[0-9.]+)K", units: K}
-        day: {source: time, name: time, units: "days since 2000-01-01"}
+        day: {source: time, name: time, units: "days since 2000-01-01", calendar: 360_day}
+      bounds: {density: [0, null]}        # physical bounds, enforced by the transform
 
 Parameter sources: ``global_attribute``, ``variable_attribute`` (``variable`` defaults to
 the first field variable), ``coordinate`` (scalar, or 1D along a sample dimension),
 ``filename`` (regular expression with one group or a group named ``value``) and ``time``
-(a time coordinate converted to a number by ``cftime.date2num`` with ``units``/``calendar``).
+(a time coordinate converted to a number by ``cftime.date2num`` with ``units``/``calendar``;
+``units`` are seconds to days since a date, checked on load, and ``calendar`` defaults to the
+file's; :mod:`rho_workflow.data.calendars`). ``bounds`` declares a variable's physical range
+(``[low, high]``, ``[low, high, units]`` or ``{low, high, units}``, null for an open side):
+the transform maps it onto the real line, so generated fields respect it by construction.
 ``name`` is the attribute/coordinate name in the file (default: the parameter's key; ``time``
 for source ``time``). A
 numeric parameter's units in the file come from ``units_attribute`` (default ``<name>_units``
