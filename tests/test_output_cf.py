@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import cf_xarray  # noqa: F401  (the .cf accessor)
 import xarray as xr
 from cf_check import cf_report
 
@@ -106,3 +107,44 @@ def test_passes_the_ioos_cf_checker(tmp_path, layout):
     medium = [msg for item in result["medium_priorities"] for msg in item["msgs"]]
     assert medium == [], medium
     assert result["scored_points"] > 0
+
+
+GRID_METADATA = {
+    "fields": [{"name": "tas", "units": "K", "standard_name": "air_temperature",
+                "attrs": {"cell_methods": "index: mean", "grid_mapping": "crs"}}],
+    "spatial": {
+        "dims": ["y", "x"],
+        "coords": {"y": {"values": CENTRES, "units": "degrees_north",
+                         "attrs": {"standard_name": "latitude", "axis": "Y"}},
+                   "x": {"values": CENTRES, "units": "degrees_east",
+                         "attrs": {"standard_name": "longitude", "axis": "X"}}},
+        "aux": {"area": {"dims": ["y", "x"], "values": np.full((8, 8), 4.0).tolist(),
+                         "units": "km2", "attrs": {"long_name": "cell area"}}},
+        "scalars": {"height": {"value": 2.0, "attrs": {"units": "m", "standard_name": "height",
+                                                       "positive": "up", "axis": "Z"}}},
+        "grid_mapping": {"crs": {"grid_mapping_name": "latitude_longitude"}}},
+}
+
+
+@pytest.mark.parametrize("fmt", ["netcdf", "zarr"])
+def test_grid_extras_and_output_units_round_trip(tmp_path, fmt):
+    if fmt == "zarr":
+        pytest.importorskip("zarr")
+    p = plan()
+    samples = np.full((p.n_samples, 1, 8, 8), 273.15 + 10.0)
+    path = tmp_path / ("out.nc" if fmt == "netcdf" else "out.zarr")
+    parts = ((c.start, c.stop, samples[c.start:c.stop]) for c in p.chunks)
+    write_sweep_output(path, p, GRID_METADATA, parts, fmt=fmt, units={"tas": "degC"},
+                       attrs=provenance_attrs(p, checkpoint_sha256=None))
+    with xr.open_dataset(path, engine="netcdf4" if fmt == "netcdf" else "zarr") as ds:
+        np.testing.assert_allclose(ds["tas"].values, 10.0, rtol=1e-6)  # K -> degC
+        assert ds["tas"].attrs["units"] == "degC"
+        assert ds["tas"].attrs["cell_methods"] == "index: mean"
+        assert ds["tas"].attrs["grid_mapping"] == "crs"
+        assert ds["crs"].attrs == {"grid_mapping_name": "latitude_longitude"}
+        assert set(ds["tas"].encoding["coordinates"].split()) == {"area", "height"}
+        assert float(ds["height"]) == 2.0 and ds["area"].dims == ("y", "x")
+        assert ds.cf.axes["X"] == ["x"] and ds.cf.axes["Y"] == ["y"] and ds.cf.axes["Z"] == ["height"]
+    if fmt == "netcdf":
+        report = cf_report(path)
+        assert [m for i in report["high_priorities"] for m in i["msgs"]] == []
