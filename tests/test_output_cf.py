@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 
+import cf_xarray  # noqa: F401  (the .cf accessor)
 import numpy as np
 import pytest
-import cf_xarray  # noqa: F401  (the .cf accessor)
 import xarray as xr
 from cf_check import cf_report
 
