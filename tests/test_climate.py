@@ -267,7 +267,9 @@ def test_coarsening_averages_longitudes_on_the_circle(tmp_path):
         "units": {"tos": "degC"}, "missing": "fixed-mask", "coarsen": {"y": 2, "x": 2},
         "sample_dims": ["time_counter"]})
     fine = xr.open_dataset(next(tmp_path.glob("*.nc")))["nav_lon"].values
-    coarse = plan_ingest(cfg).grid.aux["nav_lon"][1]
+    plan = plan_ingest(cfg)
+    coarse = plan.grid.aux["nav_lon"][1]
+    assert plan.field_attrs["tos"]["cell_methods"] == "y: x: mean"  # time_counter: not kept
     blocks = fine.reshape(SIZE // 2, 2, SIZE // 2, 2).transpose(0, 2, 1, 3).reshape(
         SIZE // 2, SIZE // 2, 4)
     crossing = (blocks.max(-1) - blocks.min(-1)) > 180  # blocks across the dateline

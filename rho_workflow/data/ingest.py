@@ -380,11 +380,13 @@ def _plan_file(path: Path, config: DataConfig, problems: list[Problem]
     grid = _grid_of(first, config.spatial_dims, ds, read_as_params)
     rename = {p.name: key for key, p in config.params.items() if p.source == "time"}
     known = set(config.spatial_dims) | set(grid.scalars) | set(config.params)
+    coarsened = " ".join(f"{d}:" for d in config.coarsen) + " mean" if config.coarsen else ""
     for var_attrs in attrs.values():
-        if "cell_methods" in var_attrs:
-            var_attrs["cell_methods"] = _cell_methods(var_attrs["cell_methods"], rename, known)
-            if not var_attrs["cell_methods"]:
-                del var_attrs["cell_methods"]
+        methods = _cell_methods(var_attrs.get("cell_methods", ""), rename, known)
+        methods = " ".join(m for m in (methods, coarsened) if m)  # block means: CF 7.3
+        var_attrs.pop("cell_methods", None)
+        if methods:
+            var_attrs["cell_methods"] = methods
     points = read_params(ds, first, path, config, sample_dims, shape, problems)
     if points is None:
         return None, grid, attrs
