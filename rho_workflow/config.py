@@ -202,6 +202,8 @@ class EvaluationSection(Section):
     max_points: int = Field(6, ge=1)
     log_likelihood: Literal["ode", "bound", "none"] = "ode"
     likelihood_fields: int = Field(2, ge=1)
+    members: int | None = Field(None, ge=2)  # None: enough to resolve the noise floor
+    training_points: int = Field(2, ge=0)    # training points evaluated beside the split's
 
 
 class OutputSection(Section):

@@ -35,7 +35,7 @@ def small_pipeline(root: Path) -> dict:
         "sampling": {"sampler": "dpmpp_2m", "steps": 3, "members": 2, "batch_size": 2, "chunk_size": 4, "seed": 11,
                      "grid": {"index": {"start": -2.5, "stop": -1.5, "num": 2},
                               "amplitude": {"values": [800000, 1600000], "units": "kpc2"}}},
-        "evaluation": {"max_points": 2, "bins": 10},
+        "evaluation": {"max_points": 2, "bins": 10, "training_points": 1},
         "output": {"dir": str(root / "out"), "title": "e2e test"},
         "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "dashboard": False},
     }
@@ -71,8 +71,10 @@ def test_all_stages_write_their_outputs(finished):
         assert ds.attrs["rho_checkpoint_sha256"] == results["train"]["checkpoint_sha256"]
         assert ds.attrs["rho_sampler"] == "dpmpp_2m" and ds.attrs["rho_steps"] == 3
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
-    assert len(summary["points"]) == 2
-    assert all(not p["seen_in_training"] for p in summary["points"])
+    assert len(summary["points"]) == 3           # two held-out points, then one training point
+    assert [p["seen_in_training"] for p in summary["points"]] == [False, False, True]
+    assert (out / "evaluation" / "report.html").is_file()
+    assert "members per point" in summary["members"]
     assert summary["box_size"] == pytest.approx(100.0)
     assert "spectrum_error" in summary["points"][0]["metrics"]["density"]
     assert all(Path(f).is_file() for f in summary["figures"])
@@ -82,7 +84,7 @@ def test_all_stages_write_their_outputs(finished):
     assert ll["log_likelihood"].attrs["units"] == "bit" and ll.sizes["field"] >= 2
     assert np.isfinite(ll["log_likelihood"].values).all()
     assert set(ll["case"].values) == {0, 1}
-    assert all(np.isfinite(p["log_likelihood_bits_per_dim"]) for p in summary["points"])
+    assert all(np.isfinite(p["log_likelihood_bits_per_dim"]) for p in summary["points"][:2])
     state = json.loads((out / "run.json").read_text())
     assert set(state["stages"]) == {"simulate", "preprocess", "train", "sample", "evaluate"}
 

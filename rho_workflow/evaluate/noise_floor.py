@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import warnings
+
 import numpy as np
 
 __all__ = ["NoiseFloor", "split_noise_floor", "independent_noise_floor", "resolving_members"]
@@ -55,12 +57,16 @@ class NoiseFloor:
     @property
     def median(self) -> np.ndarray:
         """Median of the draws: the typical score of a perfect generator."""
-        return np.nanmedian(self.draws, axis=0)
+        with warnings.catch_warnings():  # all-NaN draws (a statistic undefined at these sizes)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(self.draws, axis=0)
 
     @property
     def rms(self) -> np.ndarray:
         """Root mean square of the draws: the 1-sigma width of a deviation statistic."""
-        return np.sqrt(np.nanmean(np.square(self.draws), axis=0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.sqrt(np.nanmean(np.square(self.draws), axis=0))
 
 
 def _check_sets(name: str, x: np.ndarray, minimum: int) -> np.ndarray:

@@ -33,6 +33,7 @@ Scores (field units unless stated):
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -290,8 +291,10 @@ def metrics_summary(ds: xr.Dataset) -> dict[str, Any]:
                 if f"{name}_excess" in ds:
                     row[name]["excess"] = _json(c[f"{name}_excess"])
         rows.append(row)
-    medians = {name: {"value": _json(np.nanmedian(ds[name].values)),
-                      "floor": _json(np.nanmedian(ds[f"{name}_floor"].values))}
-               for name in SCALARS if name in ds}
+    with warnings.catch_warnings():  # a score undefined at every point stays None
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians = {name: {"value": _json(np.nanmedian(ds[name].values)),
+                          "floor": _json(np.nanmedian(ds[f"{name}_floor"].values))}
+                   for name in SCALARS if name in ds}
     return {"noise_floor_method": ds.attrs.get("noise_floor_method"), "cases": rows,
             "median": medians}

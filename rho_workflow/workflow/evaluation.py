@@ -20,9 +20,11 @@ import xarray as xr
 from rho_workflow.params import ParamSpace
 from rho_workflow.atomic import atomic_write_json
 from rho_workflow.data.netcdf import write_netcdf
+from rho_workflow.workflow.report import write_metrics_and_report
 from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
 
-__all__ = ["reference_points", "evaluation_plan", "evaluate_sweep", "box_size_of"]
+__all__ = ["reference_points", "evaluation_members", "evaluation_plan", "evaluate_sweep",
+           "box_size_of"]
 
 
 def reference_points(store: Any, split: str, max_points: int) -> list[tuple[dict, np.ndarray]]:
@@ -44,10 +46,29 @@ def reference_points(store: Any, split: str, max_points: int) -> list[tuple[dict
     return [(firsts[k], np.asarray(groups[k])) for k in dict.fromkeys(chosen)]
 
 
+def evaluation_members(refs: list[tuple[dict, np.ndarray]], members: int | None) -> tuple[int, str]:
+    """Generated members per evaluated point and the sentence that says why.
+
+    Default: :func:`~rho_workflow.evaluate.noise_floor.resolving_members` of the largest
+    number of simulated fields per point, so that the noise floor is within 10% of its limit.
+    """
+    from rho_workflow.evaluate.noise_floor import resolving_members
+
+    n_ref = max(len(ix) for _, ix in refs)
+    if members is not None:
+        return int(members), (f"{members} generated members per point (evaluation.members), "
+                              f"against up to {n_ref} simulated fields per point.")
+    n = max(2, resolving_members(n_ref))
+    return n, (f"{n} generated members per point: with {n_ref} simulated fields per point, the "
+               f"noise floor sqrt(1/N_gen + 1/N_sim) is then within 10% of its limit sqrt(1/N_sim); "
+               "more members would not sharpen the comparison (set evaluation.members to change).")
+
+
 def evaluation_plan(refs: list[tuple[dict, np.ndarray]], sampling: Any,
-                    param_space: ParamSpace) -> SweepPlan:
-    """A table sweep at the reference points, one member per reference field."""
-    members = max(len(ix) for _, ix in refs)
+                    param_space: ParamSpace, members: int | None = None) -> SweepPlan:
+    """A table sweep at the reference points, ``members`` per point (default: one per
+    reference field)."""
+    members = members or max(len(ix) for _, ix in refs)
     section = SweepRequest(
         grid=None, table=[dict(p) for p, _ in refs], table_units={}, members=members,
         seed=sampling.seed, sampler=sampling.sampler, steps=sampling.steps,
@@ -148,17 +169,19 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                    refs: list[tuple[dict, np.ndarray]], out_dir: str | Path, *,
                    bins: int = 50, figures: bool = True,
                    log_likelihood: Mapping[str, Any] | None = None,
-                   split: str = "held_out") -> dict[str, Any]:
+                   split: str = "held_out", title: str = "Evaluation",
+                   members_note: str = "", splits: list[str] | None = None) -> dict[str, Any]:
     """Compare generated (``samples_path``, a table sweep at ``refs``) with reference fields
-    of ``split``; write ``summary.json`` and figures under ``out_dir``; return the summary.
+    of ``split``; write ``summary.json``, ``metrics_<var>.nc``, figures and ``report.html``
+    under ``out_dir``; return the summary.
 
     A point is ``seen_in_training`` when a training sample shares its parameters (always so
     for ``split="train"``; possible for held-out runs of a file split). Metrics are over the
     valid cells of masked fields (:mod:`rho_workflow.evaluate.metrics`), with the fraction of
-    values outside the declared ``data.bounds``."""
+    values outside the declared ``data.bounds``. ``splits[i]``: the split point ``i`` was
+    taken from, where they differ (training points evaluated beside held-out ones)."""
     from rho_workflow.data.store import open_store
     from rho_workflow.evaluate.metrics import compare_fields
-    from rho_workflow.evaluate.plots import plot_spectra, plot_value_histograms
     from rho_workflow.workflow.output import udunits
 
     out_dir = Path(out_dir)
@@ -176,10 +199,12 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         summary["box_size"] = box
         summary["box_units"] = length_units
         pooled: dict[str, tuple[list, list]] = {v: ([], []) for v in store.variables}
+        seen_list: list[bool] = []
         for case, (point, indices) in enumerate(refs):
             physical = store.fields()[indices].compute(scheduler="threads")
             seen = tuple(point[n] for n in names) in trained
-            entry: dict[str, Any] = {"case": case, "point": point, "split": split,
+            entry: dict[str, Any] = {"case": case, "point": point,
+                                     "split": splits[case] if splits else split,
                                      "seen_in_training": seen,
                                      "n_reference": int(len(indices)), "metrics": {}}
             for c, var in enumerate(store.variables):
@@ -189,14 +214,8 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                 entry["metrics"][var] = metrics
                 pooled[var][0].append(gen)
                 pooled[var][1].append(ref)
-                if figures:
-                    summary["figures"] += _figures(out_dir, case, var, point, gen, ref, metrics,
-                                                   store.field_attrs.get(var, {}), length_units,
-                                                   len(dims), bins, plot_spectra,
-                                                   plot_value_histograms, udunits,
-                                                   "seen in training" if seen else
-                                                   split.replace("_", "-"))
             summary["points"].append(entry)
+            seen_list.append(seen)
         summary["pooled"] = {}
         for var, (gens, ref_list) in pooled.items():
             summary["pooled"][var] = compare_fields(np.concatenate(gens), np.concatenate(ref_list),
@@ -205,12 +224,26 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                 summary["figures"].append(_gallery(out_dir, var, gens, ref_list, refs, meta,
                                                    store.field_attrs.get(var, {}).get("units"),
                                                    split.replace("_", "-")))
+        training = store.points("train")
+        field_units = {v: store.field_attrs.get(v, {}).get("units", "1") for v in store.variables}
+        param_units = {p.name: p.units for p in store.param_space.params}
     summary["headline"] = _headline(summary)
     _add_likelihoods(summary, log_likelihood)
     if log_likelihood is not None:
         write_netcdf(likelihood_dataset(log_likelihood, refs), out_dir / "log_likelihood.nc",
                      history="held-out log-likelihood")
         summary["figures"] += _diagnostics(out_dir, log_likelihood, figures)
+    report = write_metrics_and_report(
+        out_dir, {v: list(zip(*pooled[v])) for v in pooled}, [p for p, _ in refs], seen_list,
+        param_units=param_units, field_units=field_units, box_size=box,
+        length_units=udunits(length_units) if length_units else "1", training_points=training,
+        title=title, members_note=members_note, bins=bins, figures=figures,
+        extra_figures=summary["figures"])
+    summary["metrics"] = report["metrics"]
+    summary["metrics_files"] = report["files"]
+    summary["figures"] = report["figures"] + summary["figures"]
+    summary["report"] = report["report"]
+    summary["members"] = members_note
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
@@ -238,28 +271,6 @@ def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, me
 
 def _point_title(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
-
-
-def _figures(out_dir: Path, case: int, var: str, point: dict, gen: np.ndarray, ref: np.ndarray,
-             metrics: dict, attrs: Mapping[str, Any], length_units: str, ndim: int, bins: int,
-             plot_spectra: Any, plot_value_histograms: Any, udunits: Any,
-             label: str = "held-out") -> list[str]:
-    units = attrs.get("units")
-    title = f"{var} at {_point_title(point)} ({label})"
-    gen, ref = gen[np.isfinite(gen)], ref[np.isfinite(ref)]  # histograms of the valid cells
-    paths = [plot_value_histograms({"generated": gen, f"{label} simulation": ref}, units,
-                                   out_dir / f"values_{var}_case{case}.png", bins=bins, title=title)]
-    spectrum = metrics.get("spectrum")
-    if spectrum is not None:
-        k = np.asarray(spectrum["k"], dtype=np.float64)
-        as_array = lambda v: np.asarray([np.nan if x is None else x for x in v], dtype=np.float64)
-        field_units = "" if units in (None, "", "1") else f"({units})2 "
-        paths.append(plot_spectra(
-            k, {"generated": as_array(spectrum["p_generated"]),
-                f"{label} simulation": as_array(spectrum["p_reference"])},
-            f"rad {udunits(length_units)}-1", f"{field_units}{udunits(length_units)}{ndim}",
-            out_dir / f"spectrum_{var}_case{case}.png", title=title))
-    return [str(p) for p in paths]
 
 
 def _headline(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -204,8 +204,9 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
     """Generated vs held-out simulated fields at the held-out parameter points, with the
     model's held-out log-likelihood; returns the result and the sweep's fingerprint."""
     from rho_workflow.data.store import open_store
-    from rho_workflow.workflow.evaluation import (evaluate_sweep, evaluation_plan,
-                                                  held_out_log_likelihood, reference_points)
+    from rho_workflow.workflow.evaluation import (evaluate_sweep, evaluation_members,
+                                                  evaluation_plan, held_out_log_likelihood,
+                                                  reference_points)
     from rho_workflow.workflow.output import provenance_attrs
     from rho_workflow.workflow.sampling import run_sweep
 
@@ -213,7 +214,12 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
     require(o.checkpoint_path, "checkpoint", "train")
     with open_store(o.store_path) as store:
         refs = reference_points(store, e.split, e.max_points)
-    plan = evaluation_plan(refs, s, param_space)
+        seen = [e.split == "train"] * len(refs)
+        if e.training_points and e.split != "train":
+            extra = reference_points(store, "train", e.training_points)
+            refs, seen = refs + extra, seen + [True] * len(extra)
+    members, members_note = evaluation_members(refs, e.members)
+    plan = evaluation_plan(refs, s, param_space, members)
     out_dir = o.evaluation_dir
     sha = file_sha256(o.checkpoint_path)
     attrs = provenance_attrs(plan, checkpoint_sha256=sha,
@@ -225,12 +231,17 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
                       threads=s.threads, retries=s.retries, attrs=attrs, progress=progress)
     likelihood = None
     if e.log_likelihood != "none":
-        likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path, refs,
+        likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path,
+                                             [r for r, was_seen in zip(refs, seen) if not was_seen] or refs,
                                              checkpoint_sha256=sha, method=e.log_likelihood, max_fields=e.likelihood_fields,
                                              threads=s.threads, gpu=s.gpu)
     summary = evaluate_sweep(out_dir / "samples.nc", o.store_path, refs, out_dir, bins=e.bins,
-                             figures=e.figures, log_likelihood=likelihood, split=e.split)
+                             figures=e.figures, log_likelihood=likelihood, split=e.split,
+                             title=f"{config.name}: evaluation", members_note=members_note,
+                             splits=[e.split if not was_seen or e.split == "train" else "train"
+                                     for was_seen in seen])
     return {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
             "points": len(refs), "headline": summary["headline"], "figures": len(summary["figures"]),
             "log_likelihood": (summary.get("log_likelihood") or {}).get("median_bits_per_dim"),
+            "report": summary["report"], "members": members,
             "fingerprint": sweep["fingerprint"]}

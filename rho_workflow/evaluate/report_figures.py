@@ -1,0 +1,151 @@
+"""Figures of the metrics Dataset (:mod:`rho_workflow.evaluate.point_metrics`), physical units on
+every axis: spectrum ratio with its noise-floor band, one-point PDFs, Minkowski functionals, and
+a score against the parameters with training and evaluated points marked."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from rho_workflow.evaluate.plots import save_figure
+
+__all__ = ["plot_spectrum_ratios", "plot_pdfs", "plot_minkowski", "plot_metric_map", "case_label"]
+
+
+def _u(units: str | None) -> str:
+    return "" if units in (None, "", "1") else f" [{units}]"
+
+
+def case_label(ds: xr.Dataset, case: int) -> str:
+    """``index=-2.1, amplitude=1.3 Mparsec2 (held out)`` for one case."""
+    c = ds.isel(case=case)
+    parts = []
+    for name in _param_names(ds):
+        v = c[name].item()
+        units = ds[name].attrs.get("units", "1")
+        text = f"{v:.3g}" if isinstance(v, float) else str(v)
+        parts.append(f"{name}={text}" + ("" if units in ("", "1") else f" {units}"))
+    seen = "training point" if bool(c["seen_in_training"].item()) else "held out"
+    return ", ".join(parts) + f" ({seen})"
+
+
+def _param_names(ds: xr.Dataset) -> list[str]:
+    return [c for c in ds.coords if ds[c].dims == ("case",) and c not in ("case", "seen_in_training")]
+
+
+def _grid(n: int, width: float = 3.4, height: float = 2.8) -> tuple[Figure, list]:
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def plot_spectrum_ratios(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> Path:
+    """P_gen / P_ref against k per case, with the 1- and 2-sigma noise-floor band around 1."""
+    cases = range(ds.sizes["case"])
+    fig, axes = _grid(len(cases))
+    k = ds["k"].values
+    for ax, case in zip(axes, cases):
+        c = ds.isel(case=case)
+        floor = c["spectrum_ratio_floor"].values
+        ax.fill_between(k, 1 - 2 * floor, 1 + 2 * floor, color="0.85", label="noise floor, 2σ")
+        ax.fill_between(k, 1 - floor, 1 + floor, color="0.65", label="noise floor, 1σ")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.plot(k, c["spectrum_ratio"].values, "o-", ms=3, color="tab:red", label="generated / simulated")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"wavenumber k{_u(ds['k'].attrs.get('units'))}", fontsize=8)
+        ax.set_ylabel("P$_{gen}$(k) / P$_{sim}$(k)", fontsize=8)
+        ax.set_title(case_label(ds, case) + f"\nN$_{{gen}}$={int(c['n_generated'])}, "
+                     f"N$_{{sim}}$={int(c['n_reference'])}", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6, loc="best")
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_pdfs(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> Path:
+    """One-point PDFs of generated and simulated values per case, with W1 and its floor."""
+    cases = range(ds.sizes["case"])
+    fig, axes = _grid(len(cases))
+    units = ds["value"].attrs.get("units", "1")
+    for ax, case in zip(axes, cases):
+        c = ds.isel(case=case)
+        x = c["value"].values
+        ax.step(x, c["pdf_reference"].values, where="mid", color="k", label="simulated (held-out runs)")
+        ax.step(x, c["pdf_generated"].values, where="mid", color="tab:red", label="generated")
+        ax.set_xlabel(f"field value{_u(units)}", fontsize=8)
+        ax.set_ylabel("probability density" + _u(ds["pdf_reference"].attrs.get("units")), fontsize=8)
+        ax.set_title(f"{case_label(ds, case)}\nW1 = {float(c['wasserstein_1']):.3g}, floor "
+                     f"{float(c['wasserstein_1_floor']):.3g}{_u(units)}", fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+_MF = (("area_fraction", "area fraction V$_0$"), ("perimeter_density", "perimeter per area"),
+       ("euler_density", "Euler characteristic per area"))
+
+
+def plot_minkowski(ds: xr.Dataset, path: str | os.PathLike, *, case: int, title: str) -> Path:
+    """The three Minkowski functionals against threshold at one case; bands: the standard error
+    of the simulated mean (std over fields / sqrt(N_sim))."""
+    c = ds.isel(case=case)
+    fig = Figure(figsize=(11.0, 3.2), layout="constrained")
+    axes = fig.subplots(1, 3)
+    t = c["threshold"].values
+    n_ref = int(c["n_reference"])
+    for ax, (name, label) in zip(axes, _MF):
+        ref, se = c[f"{name}_reference"].values, c[f"{name}_reference_std"].values / math.sqrt(n_ref)
+        ax.fill_between(t, ref - 2 * se, ref + 2 * se, color="0.8", label="simulated ± 2 s.e.")
+        ax.plot(t, ref, color="k", label="simulated")
+        ax.plot(t, c[f"{name}_generated"].values, "o-", ms=3, color="tab:red", label="generated")
+        ax.set_xlabel(f"threshold{_u(ds['threshold'].attrs.get('units'))}", fontsize=8)
+        ax.set_ylabel(label + _u(ds[f"{name}_reference"].attrs.get("units")), fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: {case_label(ds, case)}", fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
+                    training_points: Sequence[Mapping[str, Any]], title: str) -> Path:
+    """``metric_excess`` (score / noise floor) of each case over the first two parameters,
+    training design points as grey crosses; evaluated training points as squares, held-out
+    points as circles."""
+    names = _param_names(ds)
+    value = ds[f"{metric}_excess"].values if f"{metric}_excess" in ds else ds[metric].values
+    label = f"{metric} / noise floor" if f"{metric}_excess" in ds else metric
+    fig = Figure(figsize=(5.6, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    x_name = names[0]
+    y_name = names[1] if len(names) > 1 else None
+    tx = [float(p[x_name]) for p in training_points]
+    ty = [float(p[y_name]) for p in training_points] if y_name else [0.0] * len(tx)
+    ax.scatter(tx, ty, marker="x", s=14, color="0.6", label="training runs", zorder=1)
+    seen = ds["seen_in_training"].values.astype(bool)
+    xs = ds[x_name].values.astype(float)
+    ys = ds[y_name].values.astype(float) if y_name else np.zeros_like(xs)
+    finite = value[np.isfinite(value)]
+    vmax = max(2.0, float(finite.max()) if finite.size else 2.0)
+    for mask, marker, what in ((~seen, "o", "evaluated, held out"), (seen, "s", "evaluated, training point")):
+        if mask.any():
+            sc = ax.scatter(xs[mask], ys[mask], c=value[mask], marker=marker, s=90, cmap="magma_r",
+                            vmin=0.0, vmax=vmax, edgecolors="k", label=what, zorder=2)
+    fig.colorbar(sc, ax=ax, label=label + " (≤ 1: within sampling noise)")
+    ax.set_xlabel(f"{x_name}{_u(ds[x_name].attrs.get('units'))}")
+    ax.set_ylabel(f"{y_name}{_u(ds[y_name].attrs.get('units'))}" if y_name else "")
+    if not y_name:
+        ax.set_yticks([])
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
