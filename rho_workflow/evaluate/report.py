@@ -33,7 +33,7 @@ def summary_table_html(summary: Mapping[str, Any]) -> str:
     (green: within twice its noise floor; red: above)."""
     rows = summary["cases"]
     names = [n for n in SCALARS if any(n in r for r in rows)]
-    head = "".join(f"<th>{html.escape(n)}<br><small>{html.escape(_units(rows, n))}</small></th>" for n in names)
+    head = "".join(f"<th>{html.escape(n.replace('_', ' '))}<br><small>{html.escape(_units(rows, n))}</small></th>" for n in names)
     body = []
     for r in rows:
         point = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in r["point"].items())
@@ -49,8 +49,8 @@ def summary_table_html(summary: Mapping[str, Any]) -> str:
             cls = "" if excess is None else (" class='ok'" if excess <= 2 else " class='bad'")
             cells.append(f"<td{cls}>{_fmt(s['value'])} ({_fmt(s['floor'])})</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return ("<table><tr><th>parameter point</th><th>split</th><th>N gen / N sim</th>"
-            f"{head}</tr>{''.join(body)}</table>")
+    return ("<div style='overflow-x:auto'><table><tr><th>parameter point</th><th>split</th><th>N gen / N sim</th>"
+            f"{head}</tr>{''.join(body)}</table></div>")
 
 
 def _units(rows: Sequence[Mapping[str, Any]], name: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from rho_workflow.evaluate.plots import save_figure
 
@@ -62,6 +63,7 @@ def plot_spectrum_ratios(ds: xr.Dataset, path: str | os.PathLike, *, title: str)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.plot(k, c["spectrum_ratio"].values, "o-", ms=3, color="tab:red", label="generated / simulated")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short decade overlap
         ax.set_xlabel(f"wavenumber k{_u(ds['k'].attrs.get('units'))}", fontsize=8)
         ax.set_ylabel("P$_{gen}$(k) / P$_{sim}$(k)", fontsize=8)
         ax.set_title(case_label(ds, case) + f"\nN$_{{gen}}$={int(c['n_generated'])}, "
@@ -80,7 +82,7 @@ def plot_pdfs(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> Path:
     for ax, case in zip(axes, cases):
         c = ds.isel(case=case)
         x = c["value"].values
-        ax.step(x, c["pdf_reference"].values, where="mid", color="k", label="simulated (held-out runs)")
+        ax.step(x, c["pdf_reference"].values, where="mid", color="k", label="simulated")
         ax.step(x, c["pdf_generated"].values, where="mid", color="tab:red", label="generated")
         ax.set_xlabel(f"field value{_u(units)}", fontsize=8)
         ax.set_ylabel("probability density" + _u(ds["pdf_reference"].attrs.get("units")), fontsize=8)
@@ -146,6 +148,8 @@ def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
     ax.set_ylabel(f"{y_name}{_u(ds[y_name].attrs.get('units'))}" if y_name else "")
     if not y_name:
         ax.set_yticks([])
-    ax.legend(fontsize=7, loc="best")
+    legend = ax.legend(fontsize=7, loc="best")
+    for handle in legend.legend_handles[1:]:  # marker shapes only: colour is the score
+        handle.set_facecolor("white")
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
