@@ -30,6 +30,8 @@ KEYS = {
     "sweep_scaling": {"machine", "smoke", "runs", "ratios", "goals", "sweep", "large_sweep"},
     "train_throughput": {"benchmark", "machine", "smoke", "steps_timed", "rows", "reference"},
     "likelihood": {"machine"},
+    "vs_reference": {"benchmark", "machine", "smoke", "setup", "results", "rows", "ratios", "goals",
+                     "goals_met"},
 }
 NAMES = sorted(set(KEYS) | {p.stem for p in BENCH.glob("*.py")} - HELPERS)
 TIMEOUT_S = 300
