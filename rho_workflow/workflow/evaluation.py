@@ -223,7 +223,9 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
             if figures:
                 summary["figures"].append(_gallery(out_dir, var, gens, ref_list, refs, meta,
                                                    store.field_attrs.get(var, {}).get("units"),
-                                                   split.replace("_", "-")))
+                                                   [("training-run" if p["seen_in_training"] else
+                                                     p["split"].replace("_", "-"))
+                                                    for p in summary["points"]]))
         training = store.points("train")
         field_units = {v: store.field_attrs.get(v, {}).get("units", "1") for v in store.variables}
         param_units = {p.name: p.units for p in store.param_space.params}
@@ -249,14 +251,14 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
 
 
 def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, meta: Mapping[str, Any],
-             units: str | None, label: str = "held-out") -> str:
-    """Generated beside reference fields (of split ``label``) at the first four points, axes
-    in grid units."""
+             units: str | None, labels: list[str]) -> str:
+    """Generated beside simulated fields at the first four points (``labels[i]``: where the
+    simulation of point ``i`` came from), axes in grid units."""
     from rho_workflow.evaluate.plots import plot_field_gallery
     from rho_workflow.workflow.output import udunits
 
     panels, titles = [], []
-    for gen, ref, (point, _) in list(zip(gens, ref_list, refs))[:4]:
+    for gen, ref, (point, _), label in list(zip(gens, ref_list, refs, labels))[:4]:
         panels += [gen[0], ref[0]]
         titles += [f"generated, {_point_title(point)}", f"{label} simulation"]
     dims, coords = list(meta["spatial_dims"]), meta["coords"]
