@@ -194,8 +194,12 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
     if "evaluate" in results:
         r = results["evaluate"]
         split = pipeline.config.evaluation.split.replace("_", "-")
-        lines.append(f"  evaluate   : {r['points']} {split} points, {r['figures']} figures -> "
-                     f"{r['summary']}")
+        seen = r.get("training_points", 0) if split != "train" else 0
+        extra = f" + {seen} training" if seen else ""
+        lines.append(f"  evaluate   : {r['points'] - seen} {split}{extra} points, "
+                     f"{r.get('members', '?')} members each, {r['figures']} figures -> {r['summary']}")
+        if r.get("report"):
+            lines.append(f"               report (open in a browser): {r['report']}")
         for var, scores in r["headline"].items():
             text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
             lines.append(f"               {var}: median {text}")

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
 from rho_workflow.evaluate.plots import save_figure
@@ -58,8 +59,9 @@ def plot_spectrum_ratios(ds: xr.Dataset, path: str | os.PathLike, *, title: str)
     for ax, case in zip(axes, cases):
         c = ds.isel(case=case)
         floor = c["spectrum_ratio_floor"].values
-        ax.fill_between(k, 1 - 2 * floor, 1 + 2 * floor, color="0.85", label="noise floor, 2σ")
-        ax.fill_between(k, 1 - floor, 1 + floor, color="0.65", label="noise floor, 1σ")
+        # a power ratio is positive: the Gaussian band is cut at 0
+        ax.fill_between(k, np.maximum(1 - 2 * floor, 0), 1 + 2 * floor, color="0.85", label="noise floor, 2σ")
+        ax.fill_between(k, np.maximum(1 - floor, 0), 1 + floor, color="0.65", label="noise floor, 1σ")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.plot(k, c["spectrum_ratio"].values, "o-", ms=3, color="tab:red", label="generated / simulated")
         ax.set_xscale("log")
@@ -133,7 +135,7 @@ def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
     y_name = names[1] if len(names) > 1 else None
     tx = [float(p[x_name]) for p in training_points]
     ty = [float(p[y_name]) for p in training_points] if y_name else [0.0] * len(tx)
-    ax.scatter(tx, ty, marker="x", s=14, color="0.6", label="training runs", zorder=1)
+    ax.scatter(tx, ty, marker="x", s=14, color="0.6", zorder=1)
     seen = ds["seen_in_training"].values.astype(bool)
     xs = ds[x_name].values.astype(float)
     ys = ds[y_name].values.astype(float) if y_name else np.zeros_like(xs)
@@ -142,14 +144,15 @@ def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
     for mask, marker, what in ((~seen, "o", "evaluated, held out"), (seen, "s", "evaluated, training point")):
         if mask.any():
             sc = ax.scatter(xs[mask], ys[mask], c=value[mask], marker=marker, s=90, cmap="magma_r",
-                            vmin=0.0, vmax=vmax, edgecolors="k", label=what, zorder=2)
+                            vmin=0.0, vmax=vmax, edgecolors="k", zorder=2)
     fig.colorbar(sc, ax=ax, label=label + " (≤ 1: within sampling noise)")
     ax.set_xlabel(f"{x_name}{_u(ds[x_name].attrs.get('units'))}")
     ax.set_ylabel(f"{y_name}{_u(ds[y_name].attrs.get('units'))}" if y_name else "")
     if not y_name:
         ax.set_yticks([])
-    legend = ax.legend(fontsize=7, loc="best")
-    for handle in legend.legend_handles[1:]:  # marker shapes only: colour is the score
-        handle.set_facecolor("white")
+    proxies = [Line2D([], [], ls="", marker="x", color="0.6", label="training runs")]
+    proxies += [Line2D([], [], ls="", marker=m, ms=9, mfc="white", mec="k", label=what)
+                for m, what in (("o", "evaluated, held out"), ("s", "evaluated, training point"))]
+    ax.legend(handles=proxies, fontsize=7, loc="best")  # shapes only: the colour is the score
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)

@@ -243,5 +243,5 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
     return {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
             "points": len(refs), "headline": summary["headline"], "figures": len(summary["figures"]),
             "log_likelihood": (summary.get("log_likelihood") or {}).get("median_bits_per_dim"),
-            "report": summary["report"], "members": members,
+            "report": summary["report"], "members": members, "training_points": sum(seen),
             "fingerprint": sweep["fingerprint"]}
