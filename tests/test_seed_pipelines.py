@@ -58,4 +58,6 @@ def test_smoke_run(name, tmp_path):
     assert (ds["n_generated"].values == 3).all()
     assert np.isfinite(ds["wasserstein_1"].values).all()
     assert results["evaluate"]["report"].endswith("report.html")
+    if name == "spherical_harmonics":                 # 3D: slices and projections
+        assert (out / f"projections_{var}.png").is_file()
     print(f"{name}: tiny smoke run {wall:.0f} s")

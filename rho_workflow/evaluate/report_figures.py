@@ -17,7 +17,8 @@ from matplotlib.ticker import NullFormatter
 
 from rho_workflow.evaluate.plots import save_figure
 
-__all__ = ["plot_spectrum_ratios", "plot_pdfs", "plot_minkowski", "plot_metric_map", "case_label"]
+__all__ = ["plot_spectrum_ratios", "plot_pdfs", "plot_minkowski", "plot_metric_map",
+           "plot_projections", "case_label"]
 
 
 def _u(units: str | None) -> str:
@@ -155,4 +156,39 @@ def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
                 for m, what in (("o", "evaluated, held out"), ("s", "evaluated, training point"))]
     ax.legend(handles=proxies, fontsize=7, loc="best")  # shapes only: the colour is the score
     ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_projections(pairs: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequence[str],
+                     path: str | os.PathLike, *, extent: tuple[float, float, float, float],
+                     axis_labels: tuple[str, str], units: str | None, title: str) -> Path:
+    """3D fields: for each case (row), the central slice and the projection (mean along the
+    third axis) of one generated and one simulated field; generated and simulated panels of a
+    kind share one colour scale."""
+    rows = list(zip(pairs, labels))[:4]
+    fig = Figure(figsize=(12.0, 2.9 * len(rows) + 0.4), layout="constrained")
+    axes = fig.subplots(len(rows), 4, squeeze=False)
+    views = []
+    for (gen, ref), _ in rows:
+        g, r = np.asarray(gen[0], dtype=float), np.asarray(ref[0], dtype=float)
+        n = g.shape[2] // 2
+        views.append([g[:, :, n], r[:, :, n], g.mean(axis=2), r.mean(axis=2)])
+    names = ["generated: central slice", "simulated: central slice",
+             "generated: projection", "simulated: projection"]
+    for pair in ((0, 1), (2, 3)):  # generated and simulated share a colour scale
+        panels = [v[j] for v in views for j in pair]
+        lo = min(float(p.min()) for p in panels)
+        hi = max(float(p.max()) for p in panels)
+        for j in pair:
+            for i, v in enumerate(views):
+                ax = axes[i, j]
+                image = ax.imshow(v[j].T, origin="lower", extent=extent, vmin=lo, vmax=hi, cmap="viridis")
+                ax.set_title(f"{names[j]}\n{rows[i][1]}", fontsize=7)
+                ax.set_xlabel(axis_labels[0], fontsize=7)
+                ax.set_ylabel(axis_labels[1], fontsize=7)
+                ax.tick_params(labelsize=6)
+        kind = "central slice" if pair[0] == 0 else "mean along the third axis"
+        fig.colorbar(image, ax=list(axes[:, pair[0]]) + list(axes[:, pair[1]]), shrink=0.6,
+                     location="bottom", label=f"{kind}{_u(units)}")
+    fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)

@@ -240,7 +240,7 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         param_units=param_units, field_units=field_units, box_size=box,
         length_units=udunits(length_units) if length_units else "1", training_points=training,
         title=title, members_note=members_note, bins=bins, figures=figures,
-        extra_figures=summary["figures"])
+        extra_figures=summary["figures"], grid=_grid_labels(meta))
     summary["metrics"] = report["metrics"]
     summary["metrics_files"] = report["files"]
     summary["figures"] = report["figures"] + summary["figures"]
@@ -269,6 +269,18 @@ def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, me
         extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
     return str(plot_field_gallery(panels, titles, out_dir / f"gallery_{var}.png", extent=extent,
                                   axis_labels=labels, units=units))
+
+
+def _grid_labels(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Extent and axis labels (with units) of the first two spatial axes, or None in 1D."""
+    from rho_workflow.workflow.output import udunits
+
+    dims, coords = list(meta["spatial_dims"]), meta["coords"]
+    if len(dims) < 2:
+        return None
+    xs, ys = (np.asarray(coords[d]["values"], dtype=float) for d in dims[:2])
+    return {"extent": (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())),
+            "axis_labels": tuple(f"{d} [{udunits(coords[d].get('units', '1'))}]" for d in dims[:2])}
 
 
 def _point_title(point: Mapping[str, Any]) -> str:

@@ -24,16 +24,19 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
                              box_size: float | None, length_units: str,
                              training_points: Sequence[Mapping[str, Any]], title: str,
                              members_note: str, bins: int, figures: bool,
-                             extra_figures: Sequence[str] = ()) -> dict[str, Any]:
+                             extra_figures: Sequence[str] = (),
+                             grid: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Metrics Datasets (netCDF), their JSON summaries, figures and ``report.html``.
 
     ``cases[var]`` holds ``(generated, simulated)`` arrays per evaluated point, in the order of
-    ``points`` and ``seen`` (whether each point was a training point).
+    ``points`` and ``seen`` (whether each point was a training point). ``grid``: ``extent`` and
+    ``axis_labels`` of the first two spatial axes, for the slices and projections of 3D fields.
     """
     from rho_workflow.evaluate.point_metrics import metrics_dataset, metrics_summary, point_metrics
     from rho_workflow.evaluate.report import summary_table_html, write_report
     from rho_workflow.evaluate.report_figures import (plot_metric_map, plot_minkowski, plot_pdfs,
-                                                      plot_spectrum_ratios)
+                                                      plot_projections, plot_spectrum_ratios,
+                                                      case_label)
 
     out: dict[str, Any] = {"metrics": {}, "files": [], "figures": []}
     tables, captioned = {}, []
@@ -62,6 +65,12 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
         if "threshold" in ds.coords:
             captioned.append((plot_minkowski(ds, out_dir / f"minkowski_{var}.png", case=0, title=label),
                               "Minkowski functionals of the excursion sets against threshold at the first point."))
+        if pairs[0][0].ndim == 4 and grid is not None:
+            captioned.append((plot_projections(pairs, [case_label(ds, i) for i in range(len(pairs))],
+                                               out_dir / f"projections_{var}.png", extent=grid["extent"],
+                                               axis_labels=grid["axis_labels"],
+                                               units=field_units.get(var), title=label),
+                              "3D fields: central slices and projections of one generated and one simulated field per point."))
         metric = "spectrum_error" if "spectrum_error" in ds else "wasserstein_1"
         captioned.append((plot_metric_map(ds, metric, out_dir / f"map_{var}_{metric}.png",
                                           training_points=training_points,
