@@ -240,7 +240,8 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         param_units=param_units, field_units=field_units, box_size=box,
         length_units=udunits(length_units) if length_units else "1", training_points=training,
         title=title, members_note=members_note, bins=bins, figures=figures,
-        extra_figures=summary["figures"], grid=_grid_labels(meta))
+        extra_figures=summary["figures"], grid=_grid_labels(meta),
+        notes=_likelihood_notes(summary))
     summary["metrics"] = report["metrics"]
     summary["metrics_files"] = report["files"]
     summary["figures"] = report["figures"] + summary["figures"]
@@ -269,6 +270,18 @@ def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, me
         extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
     return str(plot_field_gallery(panels, titles, out_dir / f"gallery_{var}.png", extent=extent,
                                   axis_labels=labels, units=units))
+
+
+def _likelihood_notes(summary: Mapping[str, Any]) -> list[str]:
+    """The held-out log-likelihood per point, as sentences for the report."""
+    ll = summary.get("log_likelihood")
+    if not ll:
+        return []
+    per_point = "; ".join(f"{_point_title(p['point'])}: {p['log_likelihood_bits_per_dim']:.4g}"
+                          for p in summary["points"] if p.get("log_likelihood_bits_per_dim") is not None)
+    return [f"Held-out log-likelihood log2 p(x | parameters) per dimension ({ll['method']}, "
+            f"{ll['nfe_per_sample']} network calls per field), median "
+            f"{ll['median_bits_per_dim']:.4g} bit: {per_point}."]
 
 
 def _grid_labels(meta: Mapping[str, Any]) -> dict[str, Any] | None:

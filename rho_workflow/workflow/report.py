@@ -25,7 +25,8 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
                              training_points: Sequence[Mapping[str, Any]], title: str,
                              members_note: str, bins: int, figures: bool,
                              extra_figures: Sequence[str] = (),
-                             grid: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                             grid: Mapping[str, Any] | None = None,
+                             notes: Sequence[str] = ()) -> dict[str, Any]:
     """Metrics Datasets (netCDF), their JSON summaries, figures and ``report.html``.
 
     ``cases[var]`` holds ``(generated, simulated)`` arrays per evaluated point, in the order of
@@ -91,6 +92,6 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
               "score two independent sets of simulations of the same sizes would get. Green: "
               "within twice the floor; red: above it.",
         tables=tables, figures=captioned,
-        notes=[members_note, f"Noise floor: {methods}."])
+        notes=[members_note, f"Noise floor: {methods}.", *notes])
     out["report"] = str(report)
     return out
