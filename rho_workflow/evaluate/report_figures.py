@@ -122,6 +122,16 @@ def plot_minkowski(ds: xr.Dataset, path: str | os.PathLike, *, case: int, title:
     return save_figure(fig, path)
 
 
+def _positions(values: Sequence[Any]) -> tuple[np.ndarray, list[str] | None]:
+    """Numeric values as floats; other values (categories, dates) as their index among the
+    sorted distinct values, with those as tick labels."""
+    try:
+        return np.asarray(values, dtype=float), None
+    except (TypeError, ValueError):
+        labels = sorted({str(v) for v in values})
+        return np.asarray([labels.index(str(v)) for v in values], dtype=float), labels
+
+
 def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
                     training_points: Sequence[Mapping[str, Any]], title: str) -> Path:
     """``metric_excess`` (score / noise floor) of each case over the first two parameters,
@@ -134,12 +144,15 @@ def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
     ax = fig.add_subplot()
     x_name = names[0]
     y_name = names[1] if len(names) > 1 else None
-    tx = [float(p[x_name]) for p in training_points]
-    ty = [float(p[y_name]) for p in training_points] if y_name else [0.0] * len(tx)
-    ax.scatter(tx, ty, marker="x", s=14, color="0.6", zorder=1)
+    x_all, x_ticks = _positions([p[x_name] for p in training_points] + list(ds[x_name].values))
+    if y_name:
+        y_all, y_ticks = _positions([p[y_name] for p in training_points] + list(ds[y_name].values))
+    else:
+        y_all, y_ticks = np.zeros_like(x_all), None
+    n_train = len(training_points)
+    ax.scatter(x_all[:n_train], y_all[:n_train], marker="x", s=14, color="0.6", zorder=1)
     seen = ds["seen_in_training"].values.astype(bool)
-    xs = ds[x_name].values.astype(float)
-    ys = ds[y_name].values.astype(float) if y_name else np.zeros_like(xs)
+    xs, ys = x_all[n_train:], y_all[n_train:]
     finite = value[np.isfinite(value)]
     vmax = max(2.0, float(finite.max()) if finite.size else 2.0)
     for mask, marker, what in ((~seen, "o", "evaluated, held out"), (seen, "s", "evaluated, training point")):
@@ -149,6 +162,9 @@ def plot_metric_map(ds: xr.Dataset, metric: str, path: str | os.PathLike, *,
     fig.colorbar(sc, ax=ax, label=label + " (≤ 1: within sampling noise)")
     ax.set_xlabel(f"{x_name}{_u(ds[x_name].attrs.get('units'))}")
     ax.set_ylabel(f"{y_name}{_u(ds[y_name].attrs.get('units'))}" if y_name else "")
+    for ticks, axis in ((x_ticks, ax.xaxis), (y_ticks, ax.yaxis)):
+        if ticks is not None:  # categorical values: one tick per category
+            axis.set_ticks(range(len(ticks)), labels=ticks)
     if not y_name:
         ax.set_yticks([])
     proxies = [Line2D([], [], ls="", marker="x", color="0.6", label="training runs")]

@@ -41,13 +41,19 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
 
     out: dict[str, Any] = {"metrics": {}, "files": [], "figures": []}
     tables, captioned = {}, []
-    for var, pairs in cases.items():
-        per_point = [point_metrics(g, r, box_size=box_size, field_units=field_units.get(var, "1"),
+    for var, full_pairs in cases.items():
+        pairs, masked = _valid_cells(full_pairs)
+        per_point = [point_metrics(g, r, box_size=None if masked else box_size,
+                                   field_units=field_units.get(var, "1"),
                                    length_units=length_units, bins=bins,
                                    rng=np.random.default_rng(case))
                      for case, (g, r) in enumerate(pairs)]
         ds = metrics_dataset(per_point, points, seen, param_units)
         ds.attrs["members"] = members_note
+        if masked:
+            ds.attrs["comment_mask"] = (f"masked field: scores over the {pairs[0][0].shape[1]} cells valid "
+                                        "in every field; spectra, Minkowski functionals and the "
+                                        "bispectrum need the full periodic grid and are left out")
         path = out_dir / f"metrics_{var}.nc"
         write_netcdf(ds, path, history="physics metrics with noise floors (rho_workflow.evaluate)")
         out["files"].append(str(path))
@@ -66,7 +72,7 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
         if "threshold" in ds.coords:
             captioned.append((plot_minkowski(ds, out_dir / f"minkowski_{var}.png", case=0, title=label),
                               "Minkowski functionals of the excursion sets against threshold at the first point."))
-        if pairs[0][0].ndim == 4 and grid is not None:
+        if not masked and pairs[0][0].ndim == 4 and grid is not None:
             captioned.append((plot_projections(pairs, [case_label(ds, i) for i in range(len(pairs))],
                                                out_dir / f"projections_{var}.png", extent=grid["extent"],
                                                axis_labels=grid["axis_labels"],
@@ -95,3 +101,19 @@ def write_metrics_and_report(out_dir: Path, cases: Mapping[str, Sequence[tuple[n
         notes=[members_note, f"Noise floor: {methods}.", *notes])
     out["report"] = str(report)
     return out
+
+
+def _valid_cells(pairs: Sequence[tuple[np.ndarray, np.ndarray]]
+                 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """The pairs as they are when every value is finite; else each field reduced to the cells
+    valid in all fields of all points (a fixed land mask), as ``(N, n_valid)`` arrays."""
+    valid = None
+    for g, r in pairs:
+        ok = np.isfinite(g).all(axis=0) & np.isfinite(r).all(axis=0)
+        valid = ok if valid is None else valid & ok
+    if valid is None or valid.all():
+        return list(pairs), False
+    if not valid.any():
+        raise ValueError("evaluation: no grid cell is valid (finite) in every field; the metrics "
+                         "need a fixed mask shared by the generated and simulated fields")
+    return [(g[:, valid], r[:, valid]) for g, r in pairs], True
