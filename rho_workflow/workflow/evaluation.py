@@ -277,11 +277,14 @@ def _likelihood_notes(summary: Mapping[str, Any]) -> list[str]:
     ll = summary.get("log_likelihood")
     if not ll:
         return []
-    per_point = "; ".join(f"{_point_title(p['point'])}: {p['log_likelihood_bits_per_dim']:.4g}"
+    per_point = "; ".join(f"{_point_title(p['point'])}"
+                          f"{' (training point)' if p['seen_in_training'] else ''}: "
+                          f"{p['log_likelihood_bits_per_dim']:.4g}"
                           for p in summary["points"] if p.get("log_likelihood_bits_per_dim") is not None)
-    return [f"Held-out log-likelihood log2 p(x | parameters) per dimension ({ll['method']}, "
-            f"{ll['nfe_per_sample']} network calls per field), median "
-            f"{ll['median_bits_per_dim']:.4g} bit: {per_point}."]
+    return [f"Log-likelihood log2 p(x | parameters) per dimension of simulated fields "
+            f"({ll['method']}, {ll['nfe_per_sample']} network calls per field), median "
+            f"{ll['median_bits_per_dim']:.4g} bit; a training point far above the held-out ones "
+            f"means overfitting: {per_point}."]
 
 
 def _grid_labels(meta: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -231,8 +231,7 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
                       threads=s.threads, retries=s.retries, attrs=attrs, progress=progress)
     likelihood = None
     if e.log_likelihood != "none":
-        likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path,
-                                             [r for r, was_seen in zip(refs, seen) if not was_seen] or refs,
+        likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path, refs,
                                              checkpoint_sha256=sha, method=e.log_likelihood, max_fields=e.likelihood_fields,
                                              threads=s.threads, gpu=s.gpu)
     summary = evaluate_sweep(out_dir / "samples.nc", o.store_path, refs, out_dir, bins=e.bins,
