@@ -240,7 +240,8 @@ def conditioned_rows(cfg: dict, model) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_output_options(ap, "inference")
-    ap.add_argument("--resume", action="store_true", help="reuse the trained model of an earlier run")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the trained model and the inference rows of an earlier run of the same sizes")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = SMOKE if args.smoke else FULL
@@ -256,8 +257,13 @@ def main() -> None:
         model.save(ckpt)
         write_result(ckpt.with_suffix(".json"), {"s": train_s})
         log(f"trained in {train_s:.0f} s")
-    fields = held_out(cfg, model.param_space)
-    rows, per_field = inference_rows(cfg, model, fields)
+    kept = ckpt.parent / "inference_rows.json"
+    if args.resume and kept.exists() and json.loads(kept.read_text())["sizes"] == cfg:
+        rows, per_field = (json.loads(kept.read_text())[k] for k in ("rows", "per_field"))
+        log(f"reused the inference rows of {kept}")
+    else:
+        rows, per_field = inference_rows(cfg, model, held_out(cfg, model.param_space))
+        write_result(kept, {"sizes": cfg, "rows": rows, "per_field": per_field})
     cond_rows = conditioned_rows(cfg, model)
     cols = ["posterior", "fields", "index_offset_mean", "index_offset_rms", "index_width_ratio", "index_cover68",
             "index_cover95", "amplitude_offset_mean", "amplitude_offset_rms", "amplitude_width_ratio",

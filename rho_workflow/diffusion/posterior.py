@@ -225,12 +225,20 @@ def _perturbation_step(log_r: LogR, d: torch.Tensor, r2: torch.Tensor) -> torch.
 
 def _conjugate_gradients(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int,
                          tol: float) -> tuple[torch.Tensor, int, float]:
-    """Batched CG for ``M v = b`` (one system per row of ``b``); stops a row at ``p^T M p <= 0``."""
+    """Batched CG for ``M v = b`` (one system per row of ``b``), returning each row's best iterate.
+
+    A row stops at ``p^T M p <= 0`` (truncated CG) or at the tolerance. ``M`` comes from a
+    learned network's Jacobian, which is only approximately symmetric positive definite (least
+    so at the highest noise levels), so the residual need not fall monotonically: each row
+    keeps the iterate of smallest residual seen, starting from ``v = 0`` (residual ``b``), so
+    the correction never makes the fit to the observations worse than none.
+    """
     v = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
     rr = (r * r).sum(1)
     b_norm = rr.sqrt().clamp_min(torch.finfo(b.dtype).tiny)
+    best_v, best_rr = v.clone(), rr.clone()
     active = torch.ones_like(rr, dtype=torch.bool)
     done = 0
     for done in range(1, iters + 1):
@@ -241,13 +249,16 @@ def _conjugate_gradients(matvec: Callable[[torch.Tensor], torch.Tensor], b: torc
         v = v + alpha[:, None] * p
         r = r - alpha[:, None] * mp
         rr_new = (r * r).sum(1)
+        better = active & (rr_new < best_rr)
+        best_v = torch.where(better[:, None], v, best_v)
+        best_rr = torch.where(better, rr_new, best_rr)
         active = active & (rr_new.sqrt() > tol * b_norm)
         if not bool(active.any()):
             break
         p = r + (rr_new / rr.clamp_min(torch.finfo(b.dtype).tiny))[:, None] * p
         rr = rr_new
-    rel = float(((r * r).sum(1).sqrt() / b_norm).max())
-    return v, done, rel
+    rel = float((best_rr.sqrt() / b_norm).max())
+    return best_v, done, rel
 
 
 def observed(denoiser: Denoise, observation: LinearObservation | None = None, log_r: LogR | None = None,
