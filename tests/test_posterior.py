@@ -153,3 +153,20 @@ def test_observation_rules():
     with pytest.raises(ValueError, match="needs an observation"):
         ObservedDenoiser(DATA)
     assert observed(DATA) is DATA
+
+
+def test_conjugate_gradients_never_return_a_worse_fit_than_no_correction():
+    """A learned network's Jacobian can be indefinite at high noise: the solve keeps its best iterate."""
+    from rho_workflow.diffusion.posterior import _conjugate_gradients
+
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    M = q @ torch.diag(torch.tensor([3.0, 1.0, 0.5, -0.2, -1.0, 2.0], dtype=torch.float64)) @ q.T
+    b = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    v, _, rel = _conjugate_gradients(lambda u: u @ M.T, b, 20, 1e-10)
+    assert rel <= 1.0
+    assert bool(((b - v @ M.T).norm(dim=1) <= b.norm(dim=1) + 1e-12).all())
+    # on a positive definite system it is plain CG: the exact solution
+    S = q @ torch.diag(torch.tensor([3.0, 1.0, 0.5, 0.2, 1.5, 2.0], dtype=torch.float64)) @ q.T
+    v, _, rel = _conjugate_gradients(lambda u: u @ S.T, b, 20, 1e-12)
+    assert torch.allclose(v, torch.linalg.solve(S, b.T).T, atol=1e-8) and rel < 1e-10
