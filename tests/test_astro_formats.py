@@ -151,7 +151,7 @@ def test_astro_sweep_through_the_pipeline(tmp_path, fmt):
                      "checkpoint_every": 3, "threads": 1},
         "sampling": {"sampler": "ddim", "steps": 2, "members": 2, "batch_size": 2,
                      "chunk_size": 2, "seed": 0, "grid": {"omega_m": [0.22, 0.33]}},
-        "evaluation": {"max_points": 1, "figures": False, "log_likelihood": "none"},
+        "evaluation": {"max_points": 1, "training_points": 0, "figures": False, "log_likelihood": "none"},
         "output": {"dir": str(tmp_path / "out"), "units": {variable: "kg m-3"}},
         "cluster": {"kind": "local", "n_workers": 1, "threads_per_worker": 1,
                     "dashboard": False},
