@@ -279,15 +279,15 @@ def parse_cluster_override(text: str) -> dict[str, Any]:
     (``"{kind: local, n_workers: 4}"``)."""
     import os
 
-    import yaml
+    from rho_workflow.yamlio import load_yaml
 
     if os.path.isfile(text):
         with open(text) as f:
-            value = yaml.safe_load(f)
+            value = load_yaml(f.read(), f"--cluster file {text}")
         if isinstance(value, Mapping) and "cluster" in value and "kind" not in value:
             value = value["cluster"]
     else:
-        value = yaml.safe_load(text)
+        value = load_yaml(text, "--cluster")
     if isinstance(value, str):
         return {"kind": value}
     if not isinstance(value, Mapping):
