@@ -189,7 +189,9 @@ class TrainingSpec:
 
     ``data`` (see :func:`load_training_data`), ``model`` (the pipeline's model section),
     ``train`` (:class:`TrainConfig` options), ``metadata`` (stored in the checkpoint),
-    ``checkpoint`` (path on shared storage), ``resume``, ``threads``, ``progress_topic``.
+    ``checkpoint`` (path on shared storage), ``resume``, ``threads``, ``progress_topic``,
+    ``stop_file`` (when that file appears, training checkpoints and stops: the client's
+    answer to SIGTERM, seen by a worker on shared storage).
     """
 
     data: Mapping[str, Any]
@@ -200,6 +202,7 @@ class TrainingSpec:
     resume: bool = False
     threads: int | None = None
     progress_topic: str | None = None
+    stop_file: str | None = None
 
     @classmethod
     def coerce(cls, spec: "TrainingSpec | Mapping[str, Any]") -> "TrainingSpec":
@@ -236,9 +239,11 @@ def train_model(spec: TrainingSpec | Mapping[str, Any],
             on_step(step, loss)
 
     checkpoint = spec["checkpoint"]
+    stop_file = spec.stop_file
+    should_stop = (lambda: os.path.exists(stop_file)) if stop_file else None
     result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
                                   resume=bool(spec.get("resume")), progress=False, on_log=on_log,
-                                  **dict(spec["train"]))
+                                  should_stop=should_stop, **dict(spec["train"]))
     out = {"rank": rank, "step": result.step, "losses": list(result.losses),
            "seconds": time.perf_counter() - t0, "train_seconds": result.seconds,
            "samples_per_second": result.samples_per_second, "checkpoint": str(checkpoint)}
