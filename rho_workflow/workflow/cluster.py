@@ -84,16 +84,23 @@ class ClusterKind(Section):
 
 
 class LocalKind(ClusterKind):
-    """A :class:`distributed.LocalCluster` on this machine (worker processes by default)."""
+    """A :class:`distributed.LocalCluster` on this machine (worker processes by default).
+
+    Every port it opens -- scheduler, dashboard, nannies, workers -- listens on ``host``
+    only: the loopback address by default, so that other users of a shared login node
+    cannot reach the cluster or its dashboard. Set ``host: 0.0.0.0`` (or one interface's
+    address) to open them to the network on purpose.
+    """
 
     name: ClassVar[str] = "local"
-    summary: ClassVar[str] = "LocalCluster on 127.0.0.1"
+    summary: ClassVar[str] = "LocalCluster, ports on `host` (127.0.0.1 by default)"
     n_workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     processes: bool = True
     memory_limit: str | int = "auto"
     resources: dict[str, Any] = Field(default_factory=dict)
     dashboard: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
     tune_malloc: bool = True
 
     def worker_count(self) -> int:
@@ -112,8 +119,9 @@ class LocalKind(ClusterKind):
         cluster = stack.enter_context(LocalCluster(
             n_workers=self.n_workers, threads_per_worker=self.threads_per_worker,
             processes=self.processes, memory_limit=self.memory_limit,
-            resources=dict(self.resources) or None, host="127.0.0.1",
-            dashboard_address=":0" if self.dashboard else None, silence_logs=logging.WARNING))
+            resources=dict(self.resources) or None, host=self.host,
+            dashboard_address=f"{self.host}:0" if self.dashboard else None,
+            silence_logs=logging.WARNING))
         client = stack.enter_context(Client(cluster))
         client.wait_for_workers(self.n_workers)
         return client
