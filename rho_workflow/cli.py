@@ -127,6 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.client").addFilter(_drop_connection_tracebacks)
     cluster = parse_cluster_override(args.cluster) if args.cluster else None
     pipeline = Pipeline.from_source(args.pipeline, cluster=cluster, progress=not args.quiet)
     if args.dry_run:
@@ -145,10 +146,9 @@ def _infer(args: argparse.Namespace) -> int:
 
     prior = None
     if args.prior:
-        try:
-            prior = yaml.safe_load(args.prior)
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"--prior: not valid YAML: {exc}"], what="--prior") from None
+        from rho_workflow.yamlio import load_yaml
+
+        prior = load_yaml(args.prior, "--prior")  # a key given twice is an error too
         if not isinstance(prior, dict):
             raise ConfigError([f"--prior: must be a mapping of parameter names to priors, got {prior!r}"],
                               what="--prior")
@@ -168,6 +168,15 @@ def _infer(args: argparse.Namespace) -> int:
     lines += [f"  wrote {p}" for p in result["outputs"]]
     print("\n".join(lines))
     return 0
+
+
+def _drop_connection_tracebacks(record: logging.LogRecord) -> bool:
+    """The client's tracebacks of a lost scheduler connection: the run's own error says it
+    in one message (``SchedulerLost``)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and type(exc).__name__ in ("CommClosedError", "CancelledError",
+                                                           "ConnectionRefusedError", "OSError",
+                                                           "StreamClosedError"))
 
 
 def format_plan(plan: dict[str, Any], stages: list[str] | None = None) -> str:
@@ -207,6 +216,9 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
         lines.append(f"  sample     : {r['n_samples']} fields in {r['chunks']} chunks "
                      f"({r['chunks_skipped']} resumed), {r['samples_per_second']:.1f} samples/s "
                      f"-> {r['output']}")
+    for stage in ("train", "sample"):
+        if results.get(stage, {}).get("replaced"):
+            lines.append(f"  {stage:<11}: replaced the earlier one, kept as {results[stage]['replaced']}")
     if "evaluate" in results:
         r = results["evaluate"]
         split = pipeline.config.evaluation.split.replace("_", "-")

@@ -136,11 +136,12 @@ class Pipeline:
         os.replace(artefact, kept)
         return kept
 
-    def _replace(self, artefact: Path, stage: str, *, resume: bool, overwrite: bool) -> None:
+    def _replace(self, artefact: Path, stage: str, *, resume: bool,
+                 overwrite: bool) -> Path | None:
         """Without ``resume``, an existing ``artefact`` is replaced only with ``overwrite``;
         the earlier one is kept as ``previous/<name>`` and the log says so."""
         if resume or not artefact.exists():
-            return
+            return None
         if not overwrite:
             raise PipelineError(
                 what=f"the {stage} stage would replace the existing {artefact.name}",
@@ -152,6 +153,7 @@ class Pipeline:
         kept = self._keep_previous(artefact)
         logger.warning("%s stage: replacing %s%s; the earlier one is kept as %s", stage, artefact,
                        f" (sha256 {sha[:12]}...)" if sha else "", kept)
+        return kept
 
     def fingerprints(self) -> dict[str, str]:
         """What each stage's result depends on (config sections, chained down the stages)."""
@@ -392,14 +394,14 @@ class Pipeline:
             done = self._done("train", fp, ckpt)
             if done:
                 return {**done, "skipped": True}
-        self._replace(ckpt, "train", resume=resume, overwrite=overwrite)
+        replaced = self._replace(ckpt, "train", resume=resume, overwrite=overwrite)
         self._training = True
         try:
             result = stages.train(self.config, client, resume, self.progress, self.stop_path)
         finally:
             self._training = False
         self._record("train", fp, result, ckpt)
-        return result
+        return {**result, "replaced": str(replaced)} if replaced else result
 
     def sample(self, client: Any, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Sample the sweep in chunk tasks and consolidate it into one labeled file."""
@@ -416,10 +418,10 @@ class Pipeline:
             done = self._done("sample", fp, self.out.samples_path)
             if done:
                 return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
-        self._replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
+        replaced = self._replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
         result = stages.sample(self.config, plan, client, resume, self.progress)
         self._record("sample", fp, result, self.out.samples_path)
-        return result
+        return {**result, "replaced": str(replaced)} if replaced else result
 
     def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Generated vs held-out simulated fields at the held-out parameter points."""

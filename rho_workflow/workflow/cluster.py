@@ -25,10 +25,10 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 from pydantic import Field
 
-from rho_workflow.errors import ConfigError
+from rho_workflow.errors import ConfigError, RhoWorkflowError
 from rho_workflow.sections import Section, validate_section
 
-__all__ = ["ClusterKind", "LocalKind", "AddressKind", "SchedulerFileKind", "JobqueueKind",
+__all__ = ["SchedulerLost", "ClusterKind", "LocalKind", "AddressKind", "SchedulerFileKind", "JobqueueKind",
            "SLURMKind", "PBSKind", "CLUSTER_KINDS", "cluster_from_config", "parse_cluster_override"]
 
 logger = logging.getLogger("rho_workflow")
@@ -46,6 +46,19 @@ def _worker_environ() -> dict[str, Any]:
     import distributed  # noqa: F401  (loads distributed's config defaults)
 
     return {**dict(dask.config.get("distributed.nanny.pre-spawn-environ", {})), **WORKER_MALLOC_ENV}
+
+
+class SchedulerLost(RhoWorkflowError, RuntimeError):
+    """The client lost its Dask scheduler mid-run (the scheduler process died, its node or
+    job ended, the network failed)."""
+
+
+def _lost_scheduler(client: Any, exc: BaseException) -> bool:
+    from distributed.client import FutureCancelledError
+
+    if isinstance(exc, FutureCancelledError) and "connection-lost" in str(exc):
+        return True
+    return getattr(client, "status", "running") not in ("running", "newly-created")
 
 
 class ClusterKind(Section):
@@ -77,7 +90,18 @@ class ClusterKind(Section):
         with contextlib.ExitStack() as stack:
             client = self._start(stack)
             logger.info("Dask dashboard: %s", client.dashboard_link)
-            yield client
+            address = client.scheduler.address
+            try:
+                yield client
+            except Exception as exc:
+                if not _lost_scheduler(client, exc):
+                    raise
+                raise SchedulerLost(
+                    what=f"the connection to the Dask scheduler at {address} was lost "
+                         f"({type(exc).__name__})", where=f"cluster ({self.name})",
+                    rule="a run needs its scheduler until it ends",
+                    fix="finished chunks and checkpoints are kept: start the scheduler (or a new "
+                        "one, and point the cluster section at it) and rerun with --resume") from None
 
     def _start(self, stack: contextlib.ExitStack) -> Any:
         raise NotImplementedError

@@ -136,11 +136,14 @@ def _train_one(client: Any, spec: TrainingSpec, *, gpu: bool, max_attempts: int)
         future = client.submit(train_model, this, resources={"GPU": 1} if gpu else None,
                                pure=False, key=f"train-{uuid.uuid4().hex[:10]}")
         try:
-            return {**future.result(), "attempts": k + 1}
-        except RunInterrupted:  # asked to stop (SIGTERM): not a failure to retry
-            raise
+            result = future.result()
         except Exception as exc:  # a worker lost or a failed step: resume from checkpoint
             raise AttemptFailed(f"{type(exc).__name__}: {exc}") from exc
+        if result.get("interrupted"):  # asked to stop (SIGTERM): not a failure to retry
+            raise RunInterrupted(f"training stopped by SIGTERM at step {result['step']}; its "
+                                 f"checkpoint {result['checkpoint']} holds that step; rerun "
+                                 "with --resume to continue", step=result["step"])
+        return {**result, "attempts": k + 1}
 
     return with_retries(attempt, max_attempts, "training", StageError)
 

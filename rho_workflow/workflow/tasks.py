@@ -17,6 +17,7 @@ import numpy as np
 
 from rho_workflow.atomic import atomic_save_npy, file_sha256
 from rho_workflow.data.labels import field_labels
+from rho_workflow.errors import RunInterrupted
 
 __all__ = ["cached_model", "sample_chunk", "log_likelihood_task", "TrainingSpec", "train_model", "set_torch_threads", "log_progress",
            "load_training_data", "build_model", "chunk_work", "store_labels"]
@@ -219,7 +220,8 @@ def train_model(spec: TrainingSpec | Mapping[str, Any],
                 on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the model of ``spec`` (:class:`TrainingSpec`) and write its
     checkpoint (rank 0 under DDP). If torch.distributed is initialized the trainer runs
-    data-parallel.
+    data-parallel. A stop requested through ``spec.stop_file`` returns ``{"interrupted":
+    True, "step"}`` once the checkpoint of that step is written.
     """
     import torch.distributed as dist
 
@@ -241,9 +243,12 @@ def train_model(spec: TrainingSpec | Mapping[str, Any],
     checkpoint = spec["checkpoint"]
     stop_file = spec.stop_file
     should_stop = (lambda: os.path.exists(stop_file)) if stop_file else None
-    result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
-                                  resume=bool(spec.get("resume")), progress=False, on_log=on_log,
-                                  should_stop=should_stop, **dict(spec["train"]))
+    try:
+        result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
+                                      resume=bool(spec.get("resume")), progress=False, on_log=on_log,
+                                      should_stop=should_stop, **dict(spec["train"]))
+    except RunInterrupted as exc:  # a requested stop, not a failure: the checkpoint is written
+        return {"rank": rank, "interrupted": True, "step": exc.step, "checkpoint": str(checkpoint)}
     out = {"rank": rank, "step": result.step, "losses": list(result.losses),
            "seconds": time.perf_counter() - t0, "train_seconds": result.seconds,
            "samples_per_second": result.samples_per_second, "checkpoint": str(checkpoint)}
