@@ -311,3 +311,70 @@ def test_scheduler_lost_mid_sweep_then_resume_on_a_new_one(trained, tmp_path):
     assert again.returncode == 0, again.stderr
     assert f"({kept} resumed)" in again.stdout
     assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+
+
+# -- damaged artefacts under --resume; two runs into one folder ------------------------------
+
+@pytest.mark.fault("the finished sweep truncated afterwards: --resume notices and resamples it")
+def test_resume_resamples_a_damaged_sweep(trained, tmp_path):
+    path, _ = workdir(trained, tmp_path)
+    out = tmp_path / "out"
+    assert cli("sample", str(path)).returncode == 0
+    samples = out / "samples.nc"
+    samples.write_bytes(samples.read_bytes()[:3000])
+    again = cli("sample", str(path), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "changed after the sample stage wrote it" in again.stderr
+    assert "(0 resumed)" in again.stdout  # not reported as resumed: sampled again
+    assert same_sweep(samples, trained[0] / "out" / "samples.nc")
+    assert (out / "previous" / "samples.nc").stat().st_size == 3000  # the damaged copy, kept
+
+
+@pytest.mark.fault("the finished checkpoint damaged afterwards: --resume retrains it")
+def test_resume_retrains_a_damaged_checkpoint(trained, tmp_path):
+    path, _ = workdir(trained, tmp_path, keep=("store",))
+    out = tmp_path / "out"
+    assert cli("train", str(path)).returncode == 0
+    ckpt = out / "model.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\xff" * 64
+    ckpt.write_bytes(bytes(data))
+    again = cli("train", str(path), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "changed after the train stage wrote it" in again.stderr
+    assert checkpoint_step(ckpt) == 300
+    assert same_weights(ckpt, trained[0] / "out" / "model.ckpt")
+
+
+@pytest.mark.fault("the training store damaged after preprocess: --resume rebuilds it")
+def test_resume_rebuilds_a_damaged_store(trained, tmp_path):
+    root, spec = trained
+    path, _ = workdir(trained, tmp_path, keep=())
+    out = tmp_path / "out"
+    assert cli("preprocess", str(path)).returncode == 0
+    victim = max((p for p in (out / "store").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:10])
+    again = cli("preprocess", str(path), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "changed after the preprocess stage wrote it" in again.stderr
+    from rho_workflow.data.store import open_store
+
+    with open_store(out / "store") as rebuilt, open_store(root / "out" / "store") as reference:
+        assert np.array_equal(rebuilt.to_numpy("train")[0], reference.to_numpy("train")[0])
+
+
+@pytest.mark.fault("a second run into the same output folder: refused, naming the holder; "
+                   "the first completes")
+def test_a_second_run_into_the_same_folder_is_refused(trained, tmp_path):
+    path, _ = workdir(trained, tmp_path)
+    out = tmp_path / "out"
+    first = start("sample", str(path), log=tmp_path / "err")
+    wait_for(lambda: chunks_done(out) >= 1, first, what="the first run's first chunk")
+    second = cli("sample", str(path), "--overwrite")
+    assert second.returncode == 2
+    message = error_line(second.stderr)
+    assert f"in use by another run: pid {first.pid} on host" in message
+    first.communicate(timeout=180)
+    assert first.returncode == 0, (tmp_path / "err").read_text()
+    assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+    assert not (out / "rho-workflow.lock").exists()
