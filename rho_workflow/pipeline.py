@@ -418,6 +418,12 @@ class Pipeline:
             done = self._done("sample", fp, self.out.samples_path)
             if done:
                 return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
+        manifest = self.out.parts_dir / "manifest.json"
+        if manifest.is_file() and not (resume or overwrite):
+            raise PipelineError(what="an interrupted sweep's finished chunks are here and would "
+                                     "be discarded", where=str(manifest),
+                                fix="rerun with --resume to continue it, or with --overwrite to "
+                                    "start the sweep over")
         replaced = self._replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
         result = stages.sample(self.config, plan, client, resume, self.progress)
         self._record("sample", fp, result, self.out.samples_path)

@@ -252,7 +252,14 @@ class TrainedModel:
         general ``log r`` the DPS approximation: :mod:`rho_workflow.diffusion.posterior`.
         """
         if len(points) != len(seeds):
-            raise ValueError(f"{len(points)} parameter points but {len(seeds)} seeds; give one seed per sample")
+            raise SampleRequestError(f"{len(points)} parameter points but {len(seeds)} seeds; "
+                                     "give one seed per sample")
+        if sampler not in SAMPLERS:
+            raise SampleRequestError(f"sample: sampler={sampler!r} is not known; the rule: one of "
+                                     f"{sorted(SAMPLERS)}; fix: pass one of them")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise SampleRequestError(f"sample: steps={steps!r}; the rule: the number of noise "
+                                     "levels must be an integer >= 1; fix: pass steps=25 or so")
         spec = sampler_spec(sampler)
         spacing = spacing or spec.spacing
         for problem in spec.warnings(steps, spacing, self.schedule.name):

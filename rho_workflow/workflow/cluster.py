@@ -111,7 +111,7 @@ class LocalKind(ClusterKind):
     """A :class:`distributed.LocalCluster` on this machine (worker processes by default).
 
     Every port it opens -- scheduler, dashboard, nannies, workers -- listens on ``host``
-    only: the loopback address by default, so that other users of a shared login node
+    only (``processes: false`` workers talk in-process and open no port but the dashboard): the loopback address by default, so that other users of a shared login node
     cannot reach the cluster or its dashboard. Set ``host: 0.0.0.0`` (or one interface's
     address) to open them to the network on purpose.
     """
@@ -143,7 +143,9 @@ class LocalKind(ClusterKind):
         cluster = stack.enter_context(LocalCluster(
             n_workers=self.n_workers, threads_per_worker=self.threads_per_worker,
             processes=self.processes, memory_limit=self.memory_limit,
-            resources=dict(self.resources) or None, host=self.host,
+            resources=dict(self.resources) or None,
+            # threads talk in-process (no port at all); processes over TCP on `host` only
+            **({"host": self.host} if self.processes else {}),
             dashboard_address=f"{self.host}:0" if self.dashboard else None,
             silence_logs=logging.WARNING))
         client = stack.enter_context(Client(cluster))
