@@ -113,6 +113,16 @@ def same_weights(a: Path, b: Path) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.fixture
+def kept(record_property):
+    """``kept(same)``: record whether the fault left the output of an undisturbed run
+    (``outputs_lost`` 0) or lost it (1), for the README's table; returns ``same``."""
+    def check(same: bool) -> bool:
+        record_property("outputs_lost", 0 if same else 1)
+        return same
+    return check
+
+
 def error_line(stderr: str) -> str:
     """The one message of a failed command (and no traceback)."""
     assert "Traceback" not in stderr, stderr
@@ -124,7 +134,7 @@ def error_line(stderr: str) -> str:
 # -- the walltime of a batch job: SIGTERM, then SIGKILL -------------------------------------
 
 @pytest.mark.fault("SIGTERM mid-training: checkpoint written, resubmitted job continues")
-def test_sigterm_mid_training_checkpoints_and_resume_continues(trained, tmp_path):
+def test_sigterm_mid_training_checkpoints_and_resume_continues(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path, keep=("store",))
     out = tmp_path / "out"
     proc = start("train", str(path), log=tmp_path / "err")
@@ -139,11 +149,11 @@ def test_sigterm_mid_training_checkpoints_and_resume_continues(trained, tmp_path
     again = cli("train", str(path), "--resume")
     assert again.returncode == 0, again.stderr
     assert checkpoint_step(out / "model.ckpt") == 300
-    assert same_weights(out / "model.ckpt", trained[0] / "out" / "model.ckpt")
+    assert kept(same_weights(out / "model.ckpt", trained[0] / "out" / "model.ckpt"))
 
 
 @pytest.mark.fault("SIGKILL mid-training (grace period over): resume from the last checkpoint")
-def test_sigkill_mid_training_resumes_from_the_last_periodic_checkpoint(trained, tmp_path):
+def test_sigkill_mid_training_resumes_from_the_last_periodic_checkpoint(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path, keep=("store",))
     out = tmp_path / "out"
     proc = start("train", str(path), log=tmp_path / "err")
@@ -155,11 +165,11 @@ def test_sigkill_mid_training_resumes_from_the_last_periodic_checkpoint(trained,
     assert again.returncode == 0, again.stderr
     assert "taking over the stale lock" in again.stderr
     assert checkpoint_step(out / "model.ckpt") == 300
-    assert same_weights(out / "model.ckpt", trained[0] / "out" / "model.ckpt")
+    assert kept(same_weights(out / "model.ckpt", trained[0] / "out" / "model.ckpt"))
 
 
 @pytest.mark.fault("SIGTERM mid-sweep: finished chunks kept, --resume completes")
-def test_sigterm_mid_sweep_then_resume(trained, tmp_path):
+def test_sigterm_mid_sweep_then_resume(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path)
     out = tmp_path / "out"
     proc = start("sample", str(path), log=tmp_path / "err")
@@ -167,32 +177,32 @@ def test_sigterm_mid_sweep_then_resume(trained, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 143
     assert "stopped by SIGTERM" in error_line((tmp_path / "err").read_text())
-    kept = chunks_done(out)
-    assert 2 <= kept < 16 and not (out / "samples.nc").exists()
+    finished = chunks_done(out)
+    assert 2 <= finished < 16 and not (out / "samples.nc").exists()
     again = cli("sample", str(path), "--resume")
     assert again.returncode == 0, again.stderr
-    assert f"({kept} resumed)" in again.stdout
-    assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+    assert f"({finished} resumed)" in again.stdout
+    assert kept(same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc"))
 
 
 @pytest.mark.fault("SIGKILL mid-sweep (driver and workers): stale lock taken over, resume completes")
-def test_sigkill_mid_sweep_then_resume(trained, tmp_path):
+def test_sigkill_mid_sweep_then_resume(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path)
     out = tmp_path / "out"
     proc = start("sample", str(path), log=tmp_path / "err")
     wait_for(lambda: chunks_done(out) >= 2, proc, what="two finished chunks")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(60)
-    kept = chunks_done(out)
+    finished = chunks_done(out)
     again = cli("sample", str(path), "--resume")
     assert again.returncode == 0, again.stderr
     assert "taking over the stale lock" in again.stderr
-    assert f"({kept} resumed)" in again.stdout
-    assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+    assert f"({finished} resumed)" in again.stdout
+    assert kept(same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc"))
 
 
 @pytest.mark.fault("a worker process killed mid-sweep: its chunk reruns elsewhere")
-def test_a_worker_killed_mid_sweep_is_survived(trained, tmp_path):
+def test_a_worker_killed_mid_sweep_is_survived(trained, tmp_path, kept):
     import psutil
 
     path, _ = workdir(trained, tmp_path)
@@ -205,7 +215,7 @@ def test_a_worker_killed_mid_sweep_is_survived(trained, tmp_path):
     workers[-1].kill()
     stdout, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, (tmp_path / "err").read_text()
-    assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+    assert kept(same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc"))
 
 
 # -- the disk fills during consolidation -----------------------------------------------------
@@ -221,7 +231,7 @@ def _mount_tmpfs(folder: Path, size_kb: int) -> bool:
 
 @pytest.mark.fault("disk full (ENOSPC) during consolidation: clear error, no partial file, "
                    "parts intact, resume completes")
-def test_disk_full_during_consolidation(trained, tmp_path):
+def test_disk_full_during_consolidation(trained, tmp_path, kept):
     root, spec = trained
     out = tmp_path / "out"
     if not _mount_tmpfs(out, 4096):
@@ -251,7 +261,7 @@ def test_disk_full_during_consolidation(trained, tmp_path):
         again = cli("sample", str(path), "--resume")
         assert again.returncode == 0, again.stderr
         assert "(16 resumed)" in again.stdout
-        assert same_sweep(out / "samples.nc", root / "out" / "samples.nc")
+        assert kept(same_sweep(out / "samples.nc", root / "out" / "samples.nc"))
     finally:
         subprocess.run(["umount", "-l", str(out)], capture_output=True)
 
@@ -285,7 +295,7 @@ def _stop(*procs: subprocess.Popen) -> None:
 
 @pytest.mark.fault("the external scheduler dies mid-sweep: clear error; --resume on a new "
                    "scheduler completes without recomputing finished chunks")
-def test_scheduler_lost_mid_sweep_then_resume_on_a_new_one(trained, tmp_path):
+def test_scheduler_lost_mid_sweep_then_resume_on_a_new_one(trained, tmp_path, kept):
     path, spec = workdir(trained, tmp_path)
     out = tmp_path / "out"
     sched, worker, address = _scheduler(tmp_path, "first")
@@ -300,8 +310,8 @@ def test_scheduler_lost_mid_sweep_then_resume_on_a_new_one(trained, tmp_path):
     assert proc.returncode == 2
     message = error_line((tmp_path / "err").read_text())
     assert "scheduler" in message and "--resume" in message
-    kept = chunks_done(out)
-    assert 2 <= kept < 16
+    finished = chunks_done(out)
+    assert 2 <= finished < 16
     sched, worker, address = _scheduler(tmp_path, "second")
     try:
         cluster = f"{{kind: address, address: '{address}', wait_for_workers: 2, timeout_s: 30}}"
@@ -309,14 +319,14 @@ def test_scheduler_lost_mid_sweep_then_resume_on_a_new_one(trained, tmp_path):
     finally:
         _stop(sched, worker)
     assert again.returncode == 0, again.stderr
-    assert f"({kept} resumed)" in again.stdout
-    assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+    assert f"({finished} resumed)" in again.stdout
+    assert kept(same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc"))
 
 
 # -- damaged artefacts under --resume; two runs into one folder ------------------------------
 
 @pytest.mark.fault("the finished sweep truncated afterwards: --resume notices and resamples it")
-def test_resume_resamples_a_damaged_sweep(trained, tmp_path):
+def test_resume_resamples_a_damaged_sweep(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path)
     out = tmp_path / "out"
     assert cli("sample", str(path)).returncode == 0
@@ -326,12 +336,12 @@ def test_resume_resamples_a_damaged_sweep(trained, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "changed after the sample stage wrote it" in again.stderr
     assert "(0 resumed)" in again.stdout  # not reported as resumed: sampled again
-    assert same_sweep(samples, trained[0] / "out" / "samples.nc")
+    assert kept(same_sweep(samples, trained[0] / "out" / "samples.nc"))
     assert (out / "previous" / "samples.nc").stat().st_size == 3000  # the damaged copy, kept
 
 
 @pytest.mark.fault("the finished checkpoint damaged afterwards: --resume retrains it")
-def test_resume_retrains_a_damaged_checkpoint(trained, tmp_path):
+def test_resume_retrains_a_damaged_checkpoint(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path, keep=("store",))
     out = tmp_path / "out"
     assert cli("train", str(path)).returncode == 0
@@ -343,11 +353,11 @@ def test_resume_retrains_a_damaged_checkpoint(trained, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "changed after the train stage wrote it" in again.stderr
     assert checkpoint_step(ckpt) == 300
-    assert same_weights(ckpt, trained[0] / "out" / "model.ckpt")
+    assert kept(same_weights(ckpt, trained[0] / "out" / "model.ckpt"))
 
 
 @pytest.mark.fault("the training store damaged after preprocess: --resume rebuilds it")
-def test_resume_rebuilds_a_damaged_store(trained, tmp_path):
+def test_resume_rebuilds_a_damaged_store(trained, tmp_path, kept):
     root, spec = trained
     path, _ = workdir(trained, tmp_path, keep=())
     out = tmp_path / "out"
@@ -360,12 +370,12 @@ def test_resume_rebuilds_a_damaged_store(trained, tmp_path):
     from rho_workflow.data.store import open_store
 
     with open_store(out / "store") as rebuilt, open_store(root / "out" / "store") as reference:
-        assert np.array_equal(rebuilt.to_numpy("train")[0], reference.to_numpy("train")[0])
+        assert kept(np.array_equal(rebuilt.to_numpy("train")[0], reference.to_numpy("train")[0]))
 
 
 @pytest.mark.fault("a second run into the same output folder: refused, naming the holder; "
                    "the first completes")
-def test_a_second_run_into_the_same_folder_is_refused(trained, tmp_path):
+def test_a_second_run_into_the_same_folder_is_refused(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path)
     out = tmp_path / "out"
     first = start("sample", str(path), log=tmp_path / "err")
@@ -376,5 +386,5 @@ def test_a_second_run_into_the_same_folder_is_refused(trained, tmp_path):
     assert f"in use by another run: pid {first.pid} on host" in message
     first.communicate(timeout=180)
     assert first.returncode == 0, (tmp_path / "err").read_text()
-    assert same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc")
+    assert kept(same_sweep(out / "samples.nc", trained[0] / "out" / "samples.nc"))
     assert not (out / "rho-workflow.lock").exists()
