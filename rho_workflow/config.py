@@ -210,6 +210,7 @@ class EvaluationSection(Section):
 #: name starting with one of them and a dot, like the temporaries) is not free for the sweep.
 RUN_ARTEFACTS = {"store": "the training store", "model.ckpt": "the trained checkpoint",
                  "parts": "the sweep's parts and manifest", "evaluation": "the evaluation",
+                 "inference": "the posteriors of rho-workflow infer",
                  "run.json": "the run record", "rho-workflow.lock": "the lock of the output folder",
                  "stop-request": "the stop request of a run that was signalled",
                  "previous": "the earlier outputs replaced with --overwrite"}
