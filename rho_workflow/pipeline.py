@@ -23,7 +23,6 @@ import contextlib
 import glob
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -31,10 +30,11 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from rho_workflow.config import PipelineConfig, load_pipeline
-from rho_workflow.atomic import atomic_write_json, file_sha256, tree_sha256
+from rho_workflow.atomic import file_sha256
 from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.workflow import stages
 from rho_workflow.workflow.lock import output_lock
+from rho_workflow.workflow.run_record import RunRecord
 
 __all__ = ["Pipeline", "run_pipeline", "STAGES", "PipelineError", "OutputError"]
 
@@ -58,6 +58,7 @@ class Pipeline:
         self.progress = progress
         self.out = config.output
         self._planned_space: Any = None  # the dry run's parameter space, from the files
+        self.record = RunRecord(self.out.root, config.name)
         self._training = False
 
     @classmethod
@@ -71,89 +72,12 @@ class Pipeline:
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
-        return self.out.root / "run.json"
+        return self.record.path
 
     @property
     def stop_path(self) -> Path:
         """Written on SIGTERM; a training task that sees it checkpoints and stops."""
         return self.out.root / "stop-request"
-
-    @property
-    def previous_dir(self) -> Path:
-        """Where a replaced (``overwrite``) or damaged artefact is kept, one generation."""
-        return self.out.root / "previous"
-
-    def _state(self) -> dict[str, Any]:
-        import json
-
-        if not self.state_path.is_file():
-            return {"stages": {}}
-        try:
-            state = json.loads(self.state_path.read_text())
-        except ValueError as exc:
-            raise PipelineError(what=f"the run record is not valid JSON ({exc})",
-                                where=str(self.state_path),
-                                fix="delete it (every stage then runs again) or restore it") from None
-        if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
-            raise PipelineError(what="the run record has no 'stages' mapping",
-                                where=str(self.state_path), fix="delete it or restore it")
-        return state
-
-    def _record(self, stage: str, fingerprint: str, result: Mapping[str, Any],
-                artefact: Path | None = None) -> None:
-        state = self._state()
-        state["pipeline"] = self.config.name
-        entry = {"fingerprint": fingerprint, "finished": time.time(), "result": dict(result)}
-        if artefact is not None and artefact.exists():
-            entry.update(artefact=str(artefact), sha256=tree_sha256(artefact))
-        state["stages"][stage] = entry
-        atomic_write_json(self.state_path, state)
-
-    def _done(self, stage: str, fingerprint: str, artefact: Path | None = None) -> dict[str, Any] | None:
-        """The recorded result of ``stage`` if it ran with ``fingerprint`` and its artefact
-        is still the one it wrote; a damaged artefact is moved to ``previous/``."""
-        entry = self._state()["stages"].get(stage)
-        if not entry or entry.get("fingerprint") != fingerprint:
-            return None
-        if artefact is None:
-            return entry["result"]
-        if not artefact.exists():
-            return None
-        if entry.get("sha256") != tree_sha256(artefact):
-            kept = self._keep_previous(artefact)
-            logger.warning("resume: %s changed after the %s stage wrote it (its SHA-256 differs "
-                           "from the run record): the stage runs again; the damaged copy is "
-                           "kept as %s", artefact, stage, kept)
-            return None
-        return entry["result"]
-
-    def _keep_previous(self, artefact: Path) -> Path:
-        """Move ``artefact`` to ``previous/`` (replacing an older one there); return where."""
-        self.previous_dir.mkdir(parents=True, exist_ok=True)
-        kept = self.previous_dir / artefact.name
-        if kept.is_dir():
-            shutil.rmtree(kept)
-        os.replace(artefact, kept)
-        return kept
-
-    def _replace(self, artefact: Path, stage: str, *, resume: bool,
-                 overwrite: bool) -> Path | None:
-        """Without ``resume``, an existing ``artefact`` is replaced only with ``overwrite``;
-        the earlier one is kept as ``previous/<name>`` and the log says so."""
-        if resume or not artefact.exists():
-            return None
-        if not overwrite:
-            raise PipelineError(
-                what=f"the {stage} stage would replace the existing {artefact.name}",
-                where=str(artefact),
-                rule="a finished checkpoint or sweep is replaced only when asked",
-                fix="rerun with --resume to continue or reuse it, with --overwrite to replace "
-                    "it (the earlier one is kept as previous/), or choose another output.dir")
-        sha = file_sha256(artefact) if artefact.is_file() else None
-        kept = self._keep_previous(artefact)
-        logger.warning("%s stage: replacing %s%s; the earlier one is kept as %s", stage, artefact,
-                       f" (sha256 {sha[:12]}...)" if sha else "", kept)
-        return kept
 
     def fingerprints(self) -> dict[str, str]:
         """What each stage's result depends on (config sections, chained down the stages)."""
@@ -367,21 +291,21 @@ class Pipeline:
         """Write the synthetic simulation sweep of the ``simulate`` section."""
         fp = self.fingerprints()["simulate"]
         sims = Path(self.config.simulate.out_dir)
-        done = self._done("simulate", fp, sims) if resume else None
+        done = self.record.done("simulate", fp, sims) if resume else None
         if done:
             return {**done, "skipped": True}
         result = stages.simulate(self.config.simulate)
-        self._record("simulate", fp, result, sims)
+        self.record.record("simulate", fp, result, sims)
         return result
 
     def preprocess(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Validate the sweep and write the training store (one Dask graph on ``client``)."""
         fp = self.fingerprints()["preprocess"]
-        done = self._done("preprocess", fp, self.out.store_path) if resume else None
+        done = self.record.done("preprocess", fp, self.out.store_path) if resume else None
         if done:
             return {**done, "skipped": True}
         result = stages.preprocess(self.config.data, self.out.store_path, client, self.progress)
-        self._record("preprocess", fp, result, self.out.store_path)
+        self.record.record("preprocess", fp, result, self.out.store_path)
         stages.check_split(result["split_counts"], self.config.data, self.config.evaluation)
         return result
 
@@ -391,16 +315,16 @@ class Pipeline:
         fp = self.fingerprints()["train"]
         ckpt = self.out.checkpoint_path
         if resume:
-            done = self._done("train", fp, ckpt)
+            done = self.record.done("train", fp, ckpt)
             if done:
                 return {**done, "skipped": True}
-        replaced = self._replace(ckpt, "train", resume=resume, overwrite=overwrite)
+        replaced = self.record.replace(ckpt, "train", resume=resume, overwrite=overwrite)
         self._training = True
         try:
             result = stages.train(self.config, client, resume, self.progress, self.stop_path)
         finally:
             self._training = False
-        self._record("train", fp, result, ckpt)
+        self.record.record("train", fp, result, ckpt)
         return {**result, "replaced": str(replaced)} if replaced else result
 
     def sample(self, client: Any, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -415,7 +339,7 @@ class Pipeline:
 
             fp = fingerprint([fp, dict(self.out.units)])
         if resume:
-            done = self._done("sample", fp, self.out.samples_path)
+            done = self.record.done("sample", fp, self.out.samples_path)
             if done:
                 return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
         manifest = self.out.parts_dir / "manifest.json"
@@ -424,15 +348,15 @@ class Pipeline:
                                      "be discarded", where=str(manifest),
                                 fix="rerun with --resume to continue it, or with --overwrite to "
                                     "start the sweep over")
-        replaced = self._replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
+        replaced = self.record.replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
         result = stages.sample(self.config, plan, client, resume, self.progress)
-        self._record("sample", fp, result, self.out.samples_path)
+        self.record.record("sample", fp, result, self.out.samples_path)
         return {**result, "replaced": str(replaced)} if replaced else result
 
     def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Generated vs held-out simulated fields at the held-out parameter points."""
         result = stages.evaluate(self.config, self._param_space(), client, resume, self.progress)
-        self._record("evaluate", result.pop("fingerprint"), result)
+        self.record.record("evaluate", result.pop("fingerprint"), result)
         return result
 
 

@@ -23,7 +23,7 @@ import xarray as xr
 
 from rho_workflow.data.config import DataConfig
 from rho_workflow.data.units import UnitsError, linear_conversion
-from rho_workflow.data.file_params import read_params, time_calendar
+from rho_workflow.data.file_params import param_kinds, read_params, time_calendar
 from rho_workflow.data.formats import FORMAT_NAMES, file_format, open_fits, open_hdf5
 from rho_workflow.data.labels import FIELD_ATTRS, cf_axes, plain_attrs
 from rho_workflow.data.validate import Problem, raise_if_problems
@@ -425,7 +425,7 @@ def plan_ingest(config: DataConfig) -> IngestPlan:
             files.append(file_plan)
     raise_if_problems(problems)
     assert ref_grid is not None  # at least one file planned when there are no problems
-    kinds = _param_kinds(config, files, problems)
+    kinds = param_kinds(config, files, problems)
     calendars = _param_calendars(files, problems)
     raise_if_problems(problems)
     return IngestPlan(config, files, ref_grid, field_attrs, kinds, calendars)
@@ -445,44 +445,6 @@ def _param_calendars(files: list[FilePlan], problems: list[Problem]) -> dict[str
                                         f"on {calendars[key]!r}", f"declare data.params.{key}."
                                         "calendar, or convert the files to one calendar"))
     return calendars
-
-
-def _param_kinds(config: DataConfig, files: list[FilePlan],
-                 problems: list[Problem]) -> dict[str, str]:
-    """The kind of each parameter, declared (``kind:``) or inferred once, from the first
-    file; every file whose values disagree with it is a problem naming that file."""
-    kinds = {}
-    for key, src in config.params.items():
-        if not files:
-            continue
-        first = files[0]
-        kind = src.kind or ("continuous" if _numeric(first.points, key) else "categorical")
-        origin = (f"declared in data.params.{key}.kind" if src.kind
-                  else f"inferred from the first file, {first.path.name}")
-        for fp in files:
-            values = [p[key] for p in fp.points]
-            if kind == "continuous" and not _numeric(fp.points, key):
-                bad = next(v for v in values if not _is_number(v))
-                problems.append(Problem(str(fp.path), src.name, bad, f"parameter {key!r} is "
-                                        f"continuous ({origin}), so its value must be a number "
-                                        "in every file", f"fix the file, or declare "
-                                        f"data.params.{key}.kind: categorical"))
-            elif kind == "categorical" and not src.kind and _numeric(fp.points, key):
-                problems.append(Problem(str(fp.path), src.name, values[0], f"parameter {key!r} "
-                                        f"is categorical ({origin}, a text value) but this file "
-                                        "gives a number", f"fix the files, or declare "
-                                        f"data.params.{key}.kind: categorical to take numbers "
-                                        "as category names"))
-        kinds[key] = kind
-    return kinds
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-def _numeric(points: list[dict[str, Any]], key: str) -> bool:
-    return all(_is_number(p[key]) for p in points)
 
 
 def chunk_samples(plan: IngestPlan, chunk_mb: float | None = None) -> int:
