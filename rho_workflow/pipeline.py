@@ -12,9 +12,9 @@ stage reruns), training continues from its last checkpoint and a sweep skips its
 chunks. Without ``resume`` an existing checkpoint or sweep is replaced only with
 ``overwrite`` (the earlier one is kept as ``previous/<name>``). A run holds the lock of
 ``output.dir`` (:mod:`rho_workflow.workflow.lock`); SIGTERM (a batch job's walltime) makes
-training checkpoint and stop, and any other stage stop where it is; ``--resume`` continues. :meth:`Pipeline.plan` is the ``--dry-run``:
-the resolved config and the tasks, chunks and resources of every stage, computed without
-running anything.
+training checkpoint and stop, and any other stage stop where it is; ``--resume`` continues.
+:meth:`Pipeline.plan` is the ``--dry-run``: the resolved config and the tasks, chunks and
+resources of every stage, computed without running anything.
 """
 
 from __future__ import annotations
