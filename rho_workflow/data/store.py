@@ -344,32 +344,33 @@ def _judge(plan: IngestPlan,
     statistics of each channel over the training split and the count of clamped values."""
     config = plan.config
     t = config.transform
+    stats = [combine_stats([s["stats"][c] for s in summaries])
+             for c in range(len(config.variables))]
+    # every training value at or below the floor: the field would be one constant, most
+    # likely canonical units of the wrong scale (kg m-3 for cosmic densities); said once
+    clipped = [v for v, s in zip(config.variables, stats)
+               if v in t.log and s["count"] and s["max"] <= np.log(t.floor)]
     problems = judge_summaries(summaries, plan.sample_files, plan.sample_labels,
                                config.variables, config.missing, config.allow_duplicates,
-                               log_variables=t.log, floor=t.floor, clamp=t.clamp)
+                               log_variables=[v for v in t.log if v not in clipped],
+                               floor=t.floor, clamp=t.clamp)
+    problems += [Problem(
+        str(config.files), v, f"max <= {t.floor:g} {config.units[v]}", "a log-transformed "
+        "field must exceed transform.floor somewhere (every training value is at or "
+        "below it, so the field would be one constant)",
+        f"lower data.transform.floor below the field's values, or choose canonical "
+        f"units in which they are of order one (data.units.{v})") for v in clipped]
     if problems:
         raise DataValidationError(problems)
     clamped = int(sum(int(np.sum(s["below_floor"])) for s in summaries))
     if clamped:
         logger.warning("preprocess: %d value(s) of %s below transform.floor %g raised to the "
                        "floor (transform.clamp: true)", clamped, list(t.log), t.floor)
-    stats = [combine_stats([s["stats"][c] for s in summaries])
-             for c in range(len(config.variables))]
     empty = [v for v, s in zip(config.variables, stats) if s["count"] == 0]
     if empty:
         raise DataValidationError([Problem(str(config.files), v, 0, "the training split "
                                            "must hold valid values", "check the mask and "
                                            "the split fractions") for v in empty])
-    floor = config.transform.floor
-    clipped = [v for v, s in zip(config.variables, stats)
-               if v in config.transform.log and s["max"] <= np.log(floor)]
-    if clipped:  # every value at or below the floor: the log step would erase the field
-        raise DataValidationError([Problem(
-            str(config.files), v, f"max <= {floor:g} {config.units[v]}", "a log-transformed "
-            "field must exceed transform.floor somewhere (every training value is at or "
-            "below it, so the field would be one constant)",
-            f"lower data.transform.floor below the field's values, or choose canonical "
-            f"units in which they are of order one (data.units.{v})") for v in clipped])
     return stats, clamped
 
 
