@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test,hpc,zarr,bench,astro]"
 	touch $@
 
+# --overwrite: a second `make demo` replaces the first one's checkpoint and sweep (kept in
+# outputs/demo/previous/); `rho-workflow run pipelines/demo.yaml --resume` continues one instead.
 demo: install
-	$(VENV)/bin/rho-workflow run pipelines/demo.yaml
+	$(VENV)/bin/rho-workflow run pipelines/demo.yaml --overwrite
 
 test: install
 	$(PY) -m pytest -q -m "not slurm" tests

@@ -36,7 +36,7 @@ def main() -> None:
     config["data"]["files"] = f"{args.out}/simulations/*.nc"
     config["output"]["dir"] = args.out
     config["training"]["steps"] = args.steps
-    results = run_pipeline(config)
+    results = run_pipeline(config, overwrite=True)  # a rerun replaces the last (kept in previous/)
     print("pipeline:", {k: v for k, v in results["sample"].items() if k in ("output", "n_samples")})
     with xr.open_dataset(results["sample"]["output"]) as sweep:
         print(sweep)

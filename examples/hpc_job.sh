@@ -8,9 +8,14 @@
 #
 # Set GPUS=1 to give each worker job a GPU (--gres) and the Dask resource GPU=1 that the
 # train and sample stages request when the pipeline says `gpu: true`. Add --resume to
-# RHO_ARGS to continue a run that hit its walltime.
+# RHO_ARGS to continue a run that hit its walltime (RHO_ARGS=--overwrite replaces an earlier
+# run's checkpoint and sweep instead; without either a rerun refuses to replace them).
+# Two minutes before the walltime SLURM sends SIGTERM to this script, which is the driver
+# (exec below): training writes a checkpoint and stops, a sweep keeps its finished chunks,
+# and the resubmitted job continues from there with --resume.
 #SBATCH --job-name=rho-driver
 #SBATCH --time=04:00:00
+#SBATCH --signal=B:TERM@120
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=8G
 #SBATCH --output=rho-driver-%j.out

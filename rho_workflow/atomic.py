@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 __all__ = ["atomic_path", "atomic_dir", "atomic_write_bytes", "atomic_write_text",
-           "atomic_write_json", "atomic_save_npy", "file_sha256", "fingerprint",
+           "atomic_write_json", "atomic_save_npy", "file_sha256", "tree_sha256", "fingerprint",
            "load_npy_checked", "temporary_path"]
 
 
@@ -38,6 +38,21 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def tree_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, or of a folder (zarr store, sweep folder): every file's relative
+    path and SHA-256, in sorted order; hidden temporaries are left out."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if any(part.startswith(".") and ".tmp" in part for part in rel.split("/")):
+            continue
+        h.update(f"{rel}\0{file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 

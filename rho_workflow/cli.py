@@ -1,7 +1,7 @@
 """``rho-workflow``: run a pipeline, one of its stages, or write a synthetic sweep.
 
-    rho-workflow run PIPELINE.yaml [--dry-run] [--resume] [--cluster SPEC]
-    rho-workflow preprocess|train|sample|evaluate PIPELINE.yaml [--resume] [--cluster SPEC]
+    rho-workflow run PIPELINE.yaml [--dry-run] [--resume | --overwrite] [--cluster SPEC]
+    rho-workflow preprocess|train|sample|evaluate PIPELINE.yaml [--resume | --overwrite] [--cluster SPEC]
     rho-workflow infer PIPELINE.yaml --observed FIELD.nc [--method grid|mcmc] [--prior YAML]
     rho-workflow make-data KIND OUT_DIR --runs N --seed S
     rho-workflow schema            # JSON Schema of the pipeline file, for editors
@@ -41,9 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dry-run", action="store_true",
                        help="print the resolved config and the plan (tasks, chunks, resources); "
                             "run nothing")
-        p.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run: skip finished stages and chunks, "
-                            "resume training from its checkpoint")
+        again = p.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true",
+                           help="continue an interrupted run: skip finished stages and chunks, "
+                                "resume training from its checkpoint")
+        again.add_argument("--overwrite", action="store_true",
+                           help="replace an existing checkpoint or sweep (the earlier one is "
+                                "kept as output.dir/previous/<name>)")
         p.add_argument("--cluster", metavar="SPEC",
                        help="override the cluster section: a kind name, a YAML file or inline YAML")
     inf = sub.add_parser("infer", help="infer the physical parameters of an observed field",
@@ -76,21 +80,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Any error of the package (:class:`~rho_workflow.errors.RhoWorkflowError`) and any OS error
     on a named file is printed as one message and gives exit status 2; ``--debug`` re-raises
-    it with its traceback instead.
+    it with its traceback instead. A run stopped by SIGTERM exits with 143 (128 + 15).
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("pint").setLevel(logging.ERROR)  # cf-xarray's registry redefines units
-    from rho_workflow.errors import RhoWorkflowError
+    from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 
     try:
         return _dispatch(args)
+    except RunInterrupted as exc:
+        if args.debug:
+            raise
+        print(f"rho-workflow: interrupted: {exc}", file=sys.stderr)
+        return 128 + 15
     except (RhoWorkflowError, OSError) as exc:
         if args.debug:
             raise
-        print(f"rho-workflow: error: {exc}", file=sys.stderr)
+        print(f"rho-workflow: error: {_one_message(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_message(exc: BaseException) -> str:
+    """The error as its user should read it; an OS error names its file and the reason."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -111,13 +127,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.client").addFilter(_drop_connection_tracebacks)
     cluster = parse_cluster_override(args.cluster) if args.cluster else None
     pipeline = Pipeline.from_source(args.pipeline, cluster=cluster, progress=not args.quiet)
     if args.dry_run:
         print(format_plan(pipeline.plan(), None if args.command == "run" else [args.command]))
         return 0
     stages = None if args.command == "run" else [args.command]
-    results = pipeline.run(stages, resume=args.resume)
+    results = pipeline.run(stages, resume=args.resume, overwrite=args.overwrite)
     print(format_summary(pipeline, results))
     return 0
 
@@ -129,10 +146,9 @@ def _infer(args: argparse.Namespace) -> int:
 
     prior = None
     if args.prior:
-        try:
-            prior = yaml.safe_load(args.prior)
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"--prior: not valid YAML: {exc}"], what="--prior") from None
+        from rho_workflow.yamlio import load_yaml
+
+        prior = load_yaml(args.prior, "--prior")  # a key given twice is an error too
         if not isinstance(prior, dict):
             raise ConfigError([f"--prior: must be a mapping of parameter names to priors, got {prior!r}"],
                               what="--prior")
@@ -152,6 +168,15 @@ def _infer(args: argparse.Namespace) -> int:
     lines += [f"  wrote {p}" for p in result["outputs"]]
     print("\n".join(lines))
     return 0
+
+
+def _drop_connection_tracebacks(record: logging.LogRecord) -> bool:
+    """The client's tracebacks of a lost scheduler connection: the run's own error says it
+    in one message (``SchedulerLost``)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (exc is not None and type(exc).__name__ in ("CommClosedError", "CancelledError",
+                                                           "ConnectionRefusedError", "OSError",
+                                                           "StreamClosedError"))
 
 
 def format_plan(plan: dict[str, Any], stages: list[str] | None = None) -> str:
@@ -191,6 +216,9 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
         lines.append(f"  sample     : {r['n_samples']} fields in {r['chunks']} chunks "
                      f"({r['chunks_skipped']} resumed), {r['samples_per_second']:.1f} samples/s "
                      f"-> {r['output']}")
+    for stage in ("train", "sample"):
+        if results.get(stage, {}).get("replaced"):
+            lines.append(f"  {stage:<11}: replaced the earlier one, kept as {results[stage]['replaced']}")
     if "evaluate" in results:
         r = results["evaluate"]
         split = pipeline.config.evaluation.split.replace("_", "-")

@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from rho_workflow.atomic import fingerprint as config_fingerprint
@@ -32,6 +31,7 @@ from rho_workflow.workflow.cluster import (CLUSTER_KINDS, AddressKind, ClusterKi
                                            SchedulerFileKind, SLURMKind, cluster_from_config)
 from rho_workflow.errors import ConfigError
 from rho_workflow.sections import Section, validate_section
+from rho_workflow.yamlio import load_yaml
 
 __all__ = ["ConfigError", "PipelineConfig", "SimulateSection", "ModelSection", "TrainingSection", "SamplingSection",
            "EvaluationSection", "OutputSection", "load_pipeline", "config_fingerprint",
@@ -206,12 +206,25 @@ class EvaluationSection(Section):
     training_points: int = Field(2, ge=0)    # training points evaluated beside the split's
 
 
+#: What a run writes into ``output.dir`` besides the sweep: a file name in this set (or a
+#: name starting with one of them and a dot, like the temporaries) is not free for the sweep.
+RUN_ARTEFACTS = {"store": "the training store", "model.ckpt": "the trained checkpoint",
+                 "parts": "the sweep's parts and manifest", "evaluation": "the evaluation",
+                 "inference": "the posteriors of rho-workflow infer",
+                 "run.json": "the run record", "rho-workflow.lock": "the lock of the output folder",
+                 "stop-request": "the stop request of a run that was signalled",
+                 "previous": "the earlier outputs replaced with --overwrite"}
+
+
 class OutputSection(Section):
     """Where the run writes: store, checkpoint, sweep parts, consolidated sweep, evaluation.
 
     ``units`` maps field variables to the units the sweep is written in (e.g. ``{tas: degC}``
     for a model trained in K), converted by the project's unit registry; it must convert from
     the variable's ``data.units`` (checked on load, so ``--dry-run`` reports it).
+
+    ``filename`` (the consolidated sweep) is a plain file name inside ``dir``, distinct from
+    the run's other artefacts (:data:`RUN_ARTEFACTS`).
     """
 
     dir: str
@@ -223,6 +236,26 @@ class OutputSection(Section):
     title: str | None = None
     institution: str | None = None
     keep_parts: bool = False
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"must be a plain file name inside output.dir (no folders, no "
+                             f"'..'), got {name!r}; fix: give a name such as 'samples.nc' and "
+                             "choose the folder with output.dir")
+        if name.startswith("."):
+            raise ValueError(f"must not start with '.' (hidden names are the temporaries of "
+                             f"atomic writes), got {name!r}")
+        taken = RUN_ARTEFACTS.get(name) or next(
+            (what for base, what in RUN_ARTEFACTS.items() if name.startswith(base + ".")), None)
+        if taken:
+            raise ValueError(f"{name!r} is the name of {taken} in output.dir; the sweep would "
+                             f"overwrite it; fix: choose another name (e.g. 'samples.nc'); "
+                             f"taken names: {sorted(RUN_ARTEFACTS)}")
+        return name
 
     @property
     def root(self) -> Path:
@@ -349,10 +382,7 @@ def load_pipeline(path: str | os.PathLike, cluster: Mapping[str, Any] | None = N
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pipeline file {path} does not exist")
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+    d = load_yaml(path.read_text(), str(path))
     return PipelineConfig.from_dict(d or {}, source=str(path), cluster=cluster)
 
 

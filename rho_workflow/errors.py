@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["RhoWorkflowError", "ConfigError", "compose"]
+__all__ = ["RhoWorkflowError", "ConfigError", "RunInterrupted", "compose"]
 
 
 def compose(what: str, where: str | None = None, rule: str | None = None,
@@ -54,3 +54,12 @@ class ConfigError(RhoWorkflowError, ValueError):
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"invalid {what}{where}:\n  " + "\n  ".join(self.problems), where=source)
+
+
+class RunInterrupted(RhoWorkflowError, RuntimeError):
+    """The run was asked to stop (SIGTERM at the end of a batch job's walltime) and did: what
+    was finished is kept (checkpoint, parts); ``--resume`` continues it."""
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step

@@ -5,11 +5,16 @@
 >>> summary = run_pipeline(config_dict, stages=["sample"], resume=True)  # doctest: +SKIP
 
 Each stage reads what the previous one wrote under ``output.dir`` (store, checkpoint) and
-records itself in ``output.dir/run.json`` with the fingerprint of the config it ran with.
-With ``resume`` a stage whose record matches is skipped, training continues from its last
-checkpoint and a sweep skips its finished chunks. :meth:`Pipeline.plan` is the ``--dry-run``:
-the resolved config and the tasks, chunks and resources of every stage, computed without
-running anything.
+records itself in ``output.dir/run.json`` with the fingerprint of the config it ran with and
+the SHA-256 of the artefact it wrote. With ``resume`` a stage whose record matches -- config
+and artefact both -- is skipped (an artefact damaged since is moved to ``previous/`` and its
+stage reruns), training continues from its last checkpoint and a sweep skips its finished
+chunks. Without ``resume`` an existing checkpoint or sweep is replaced only with
+``overwrite`` (the earlier one is kept as ``previous/<name>``). A run holds the lock of
+``output.dir`` (:mod:`rho_workflow.workflow.lock`); SIGTERM (a batch job's walltime) makes
+training checkpoint and stop, and any other stage stop where it is; ``--resume`` continues.
+:meth:`Pipeline.plan` is the ``--dry-run``: the resolved config and the tasks, chunks and
+resources of every stage, computed without running anything.
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from rho_workflow.config import PipelineConfig, load_pipeline
-from rho_workflow.atomic import atomic_write_json
+from rho_workflow.atomic import file_sha256
+from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.workflow import stages
+from rho_workflow.workflow.lock import output_lock
+from rho_workflow.workflow.run_record import RunRecord
 
-__all__ = ["Pipeline", "run_pipeline", "STAGES", "PipelineError"]
+__all__ = ["Pipeline", "run_pipeline", "STAGES", "PipelineError", "OutputError"]
 
 STAGES = ("simulate", "preprocess", "train", "sample", "evaluate")
 logger = logging.getLogger("rho_workflow")
@@ -33,6 +44,10 @@ logger = logging.getLogger("rho_workflow")
 
 #: A stage cannot run (a missing input, a failed task); the message says what to do.
 PipelineError = stages.StageError
+
+
+class OutputError(RhoWorkflowError, OSError):
+    """Writing an output failed (disk full, permission): names the path and the config key."""
 
 
 class Pipeline:
@@ -43,6 +58,8 @@ class Pipeline:
         self.progress = progress
         self.out = config.output
         self._planned_space: Any = None  # the dry run's parameter space, from the files
+        self.record = RunRecord(self.out.root, config.name)
+        self._training = False
 
     @classmethod
     def from_source(cls, source: str | Path | Mapping[str, Any],
@@ -55,27 +72,12 @@ class Pipeline:
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
-        return self.out.root / "run.json"
+        return self.record.path
 
-    def _state(self) -> dict[str, Any]:
-        import json
-
-        if self.state_path.is_file():
-            return json.loads(self.state_path.read_text())
-        return {"stages": {}}
-
-    def _record(self, stage: str, fingerprint: str, result: Mapping[str, Any]) -> None:
-        state = self._state()
-        state["pipeline"] = self.config.name
-        state["stages"][stage] = {"fingerprint": fingerprint, "finished": time.time(),
-                                  "result": dict(result)}
-        atomic_write_json(self.state_path, state)
-
-    def _done(self, stage: str, fingerprint: str) -> dict[str, Any] | None:
-        entry = self._state()["stages"].get(stage)
-        if entry and entry["fingerprint"] == fingerprint:
-            return entry["result"]
-        return None
+    @property
+    def stop_path(self) -> Path:
+        """Written on SIGTERM; a training task that sees it checkpoints and stops."""
+        return self.out.root / "stop-request"
 
     def fingerprints(self) -> dict[str, str]:
         """What each stage's result depends on (config sections, chained down the stages)."""
@@ -185,8 +187,13 @@ class Pipeline:
 
     # -- running --------------------------------------------------------------------------------
     def run(self, stages: Sequence[str] | None = None, *, resume: bool = False,
-            client: Any = None) -> dict[str, Any]:
-        """Run ``stages`` (default: all, in order) on ``client`` or on the configured cluster."""
+            overwrite: bool = False, client: Any = None) -> dict[str, Any]:
+        """Run ``stages`` (default: all, in order) on ``client`` or on the configured cluster.
+
+        ``resume`` skips finished stages and chunks; ``overwrite`` lets a stage replace an
+        earlier checkpoint or sweep (kept as ``previous/<name>``). The run holds the lock of
+        ``output.dir``; SIGTERM stops it with :class:`~rho_workflow.errors.RunInterrupted`.
+        """
         stages = list(stages or STAGES)
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
@@ -196,21 +203,81 @@ class Pipeline:
             stages.remove("simulate")
         if "evaluate" in stages and not self.config.evaluation.enabled:
             stages.remove("evaluate")
-        self.out.root.mkdir(parents=True, exist_ok=True)
         results: dict[str, Any] = {}
         t0 = time.perf_counter()
-        if "simulate" in stages:
-            results["simulate"] = self.simulate(resume=resume)
-        rest = [s for s in stages if s != "simulate"]
-        if rest:
-            with self._client(client) as c:
-                run_stage = {"preprocess": self.preprocess, "train": self.train,
-                             "sample": self.sample, "evaluate": self.evaluate}
-                for stage in rest:
-                    logger.info("stage %s", stage)
-                    results[stage] = run_stage[stage](c, resume=resume)
+        command = f"rho_workflow {'/'.join(stages)} {self.config.source or self.config.name}"
+        with self._naming_output_errors(), output_lock(self.out.root, command), \
+                self._stop_on_sigterm():
+            if "simulate" in stages:
+                results["simulate"] = self.simulate(resume=resume)
+            rest = [s for s in stages if s != "simulate"]
+            if rest:
+                with self._client(client) as c:
+                    run_stage = {"preprocess": self.preprocess, "train": self.train,
+                                 "sample": self.sample, "evaluate": self.evaluate}
+                    for stage in rest:
+                        logger.info("stage %s", stage)
+                        options = {"overwrite": overwrite} if stage in ("train", "sample") else {}
+                        results[stage] = run_stage[stage](c, resume=resume, **options)
         results["seconds"] = time.perf_counter() - t0
         return results
+
+    @contextlib.contextmanager
+    def _naming_output_errors(self) -> Iterator[None]:
+        """An OS error on a path the config chose (disk full, no permission) becomes one
+        :class:`OutputError` naming the path and the config key that chose it."""
+        try:
+            self.out.root.mkdir(parents=True, exist_ok=True)
+            yield
+        except OSError as exc:
+            key = self._config_key_of(exc.filename)
+            if key is None:
+                raise
+            raise OutputError(what=f"{exc.strerror or exc} while writing {exc.filename}",
+                              where=key, rule="outputs go to a writable folder with free space",
+                              fix=f"free space or fix the permissions there, or point {key} "
+                                  "elsewhere; finished stages and chunks are kept: rerun with "
+                                  "--resume") from exc
+
+    def _config_key_of(self, filename: Any) -> str | None:
+        if filename is None:
+            return None
+        path = Path(os.fspath(filename)).absolute()
+        keys = [("output.filename", self.out.samples_path)] if self.out.filename else []
+        keys.append(("output.dir", self.out.root))
+        if self.config.simulate is not None:
+            keys.append(("simulate.out_dir", Path(self.config.simulate.out_dir)))
+        for key, root in keys:
+            root = root.absolute()
+            if path == root or root in path.parents:
+                return f"{key} ({root})"
+        return None
+
+    @contextlib.contextmanager
+    def _stop_on_sigterm(self) -> Iterator[None]:
+        """SIGTERM (a batch job's walltime, ``scancel``): write :attr:`stop_path`; training
+        then checkpoints and stops, any other stage stops at once. Main thread only."""
+        with contextlib.suppress(FileNotFoundError):
+            self.stop_path.unlink()
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.stop_path.write_text(f"SIGTERM received by pid {os.getpid()} at {time.ctime()}\n")
+            if self._training:
+                logger.warning("SIGTERM: training writes a checkpoint and stops")
+                return
+            raise RunInterrupted("stopped by SIGTERM; finished stages and chunks are kept; "
+                                 "rerun with --resume to continue")
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            with contextlib.suppress(FileNotFoundError):
+                self.stop_path.unlink()
 
     @contextlib.contextmanager
     def _client(self, client: Any) -> Iterator[Any]:
@@ -223,38 +290,45 @@ class Pipeline:
     def simulate(self, *, resume: bool = False) -> dict[str, Any]:
         """Write the synthetic simulation sweep of the ``simulate`` section."""
         fp = self.fingerprints()["simulate"]
-        done = self._done("simulate", fp) if resume else None
-        if done and Path(self.config.simulate.out_dir).is_dir():
+        sims = Path(self.config.simulate.out_dir)
+        done = self.record.done("simulate", fp, sims) if resume else None
+        if done:
             return {**done, "skipped": True}
         result = stages.simulate(self.config.simulate)
-        self._record("simulate", fp, result)
+        self.record.record("simulate", fp, result, sims)
         return result
 
     def preprocess(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Validate the sweep and write the training store (one Dask graph on ``client``)."""
         fp = self.fingerprints()["preprocess"]
-        done = self._done("preprocess", fp) if resume else None
-        if done and self.out.store_path.exists():
+        done = self.record.done("preprocess", fp, self.out.store_path) if resume else None
+        if done:
             return {**done, "skipped": True}
         result = stages.preprocess(self.config.data, self.out.store_path, client, self.progress)
-        self._record("preprocess", fp, result)
+        self.record.record("preprocess", fp, result, self.out.store_path)
         stages.check_split(result["split_counts"], self.config.data, self.config.evaluation)
         return result
 
-    def train(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
+    def train(self, client: Any, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Train on a worker (``GPU`` resource if asked) or data-parallel on several."""
         stages.require(self.out.store_path, "training store", "preprocess")
         fp = self.fingerprints()["train"]
-        done = self._done("train", fp) if resume else None
-        if done and self.out.checkpoint_path.is_file():
-            return {**done, "skipped": True}
-        result = stages.train(self.config, client, resume, self.progress)
-        self._record("train", fp, result)
-        return result
+        ckpt = self.out.checkpoint_path
+        if resume:
+            done = self.record.done("train", fp, ckpt)
+            if done:
+                return {**done, "skipped": True}
+        replaced = self.record.replace(ckpt, "train", resume=resume, overwrite=overwrite)
+        self._training = True
+        try:
+            result = stages.train(self.config, client, resume, self.progress, self.stop_path)
+        finally:
+            self._training = False
+        self.record.record("train", fp, result, ckpt)
+        return {**result, "replaced": str(replaced)} if replaced else result
 
-    def sample(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
+    def sample(self, client: Any, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Sample the sweep in chunk tasks and consolidate it into one labeled file."""
-        from rho_workflow.atomic import file_sha256
         from rho_workflow.workflow.sampling import sweep_fingerprint
 
         stages.require(self.out.checkpoint_path, "checkpoint", "train")
@@ -264,25 +338,34 @@ class Pipeline:
             from rho_workflow.atomic import fingerprint
 
             fp = fingerprint([fp, dict(self.out.units)])
-        done = self._done("sample", fp) if resume else None
-        if done and self.out.samples_path.exists():
-            return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
+        if resume:
+            done = self.record.done("sample", fp, self.out.samples_path)
+            if done:
+                return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
+        manifest = self.out.parts_dir / "manifest.json"
+        if manifest.is_file() and not (resume or overwrite):
+            raise PipelineError(what="an interrupted sweep's finished chunks are here and would "
+                                     "be discarded", where=str(manifest),
+                                fix="rerun with --resume to continue it, or with --overwrite to "
+                                    "start the sweep over")
+        replaced = self.record.replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
         result = stages.sample(self.config, plan, client, resume, self.progress)
-        self._record("sample", fp, result)
-        return result
+        self.record.record("sample", fp, result, self.out.samples_path)
+        return {**result, "replaced": str(replaced)} if replaced else result
 
     def evaluate(self, client: Any, *, resume: bool = False) -> dict[str, Any]:
         """Generated vs held-out simulated fields at the held-out parameter points."""
         result = stages.evaluate(self.config, self._param_space(), client, resume, self.progress)
-        self._record("evaluate", result.pop("fingerprint"), result)
+        self.record.record("evaluate", result.pop("fingerprint"), result)
         return result
 
 
 def run_pipeline(source: str | Path | Mapping[str, Any], stages: Sequence[str] | None = None, *,
-                 resume: bool = False, cluster: Mapping[str, Any] | None = None,
-                 dry_run: bool = False, client: Any = None, progress: bool = True) -> dict[str, Any]:
+                 resume: bool = False, overwrite: bool = False,
+                 cluster: Mapping[str, Any] | None = None, dry_run: bool = False,
+                 client: Any = None, progress: bool = True) -> dict[str, Any]:
     """Run a pipeline (YAML path or mapping) from Python; ``dry_run`` returns the plan."""
     pipeline = Pipeline.from_source(source, cluster=cluster, progress=progress)
     if dry_run:
         return pipeline.plan()
-    return pipeline.run(stages, resume=resume, client=client)
+    return pipeline.run(stages, resume=resume, overwrite=overwrite, client=client)

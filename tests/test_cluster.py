@@ -87,3 +87,44 @@ def test_pbs_job_script():
     for text in ("#PBS -A proj42", "#PBS -q workq", "#PBS -l walltime=01:00:00", "--resources GPU=1",
                  "MALLOC_TRIM_THRESHOLD_"):
         assert text in script, script
+
+
+def _listening() -> set[tuple[int, str, int]]:
+    """(pid, address, port) of every listening TCP socket of this process and its children."""
+    import psutil
+
+    me = psutil.Process()
+    found = set()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found |= {(proc.pid, c.laddr.ip, c.laddr.port) for c in conns
+                  if c.status == psutil.CONN_LISTEN}
+    return found
+
+
+def test_every_port_of_the_local_cluster_listens_on_loopback_only():
+    """Scheduler, dashboard, nannies and workers of a real LocalCluster: no socket on 0.0.0.0."""
+    from urllib.parse import urlparse
+
+    from rho_workflow.workflow.cluster import LocalKind
+
+    before = _listening()
+    with LocalKind(n_workers=2).connect() as client:
+        opened = _listening() - before
+        dashboard = urlparse(client.dashboard_link).port
+        workers = client.scheduler_info()["workers"]
+    assert len(workers) == 2
+    assert dashboard in {port for _, _, port in opened}
+    # scheduler + dashboard, and per worker at least its nanny and its worker port
+    assert len(opened) >= 2 + 2 * 2, opened
+    assert {ip for _, ip, _ in opened} == {"127.0.0.1"}, sorted(opened)
+
+
+def test_the_cluster_section_can_open_the_ports_on_purpose():
+    from rho_workflow.workflow.cluster import cluster_from_config
+
+    assert cluster_from_config({"kind": "local"}).host == "127.0.0.1"
+    assert cluster_from_config({"kind": "local", "host": "0.0.0.0"}).host == "0.0.0.0"

@@ -15,7 +15,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "rho_workflow"
 
 LAYER = {
-    "errors": 0, "sections": 0, "atomic": 0, "provenance": 0, "params": 0,
+    "errors": 0, "sections": 0, "yamlio": 0, "atomic": 0, "provenance": 0, "params": 0,
     "diffusion": 1, "models": 1, "data": 1,
     "training": 2, "evaluate": 2,
     "workflow": 3,
@@ -24,7 +24,7 @@ LAYER = {
 #: imports between units of the same layer that the architecture allows
 SAME_LAYER = {("models", "diffusion"), ("cli", "pipeline"), ("cli", "config"), ("pipeline", "config"),
               ("cli", "api"), ("accessor", "api"), ("params", "errors"),
-              ("sections", "errors")}
+              ("sections", "errors"), ("yamlio", "errors")}
 #: the modelling core works on plain tensors: no files, units or Dask inside
 CORE_FORBIDS = ("xarray", "dask", "distributed", "pint", "netCDF4")
 

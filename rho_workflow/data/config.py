@@ -179,10 +179,15 @@ class SplitConfig(_Frozen):
 
 
 class TransformConfig(_Frozen):
-    """Field transform: optional log (with a floor) then a normalization per channel."""
+    """Field transform: optional log (with a floor) then a normalization per channel.
+
+    A value below ``floor`` in a log channel is an error unless ``clamp`` declares that such
+    values are raised to the floor; preprocess then counts them (log and store attribute).
+    """
 
     log: Annotated[Names, WithJsonSchema({"anyOf": [{"type": "boolean"}, _STR, _LIST]})] = ()
     floor: float = Field(1e-12, gt=0)
+    clamp: bool = False
     normalize: Literal[NORMALIZATIONS] = "standard"  # type: ignore[valid-type]
 
     @field_validator("log", mode="before")
@@ -330,6 +335,7 @@ class DataConfig(_Frozen):
             "crop": {k: list(v) for k, v in self.crop.items()}, "coarsen": dict(self.coarsen),
             "missing": self.missing,
             "transform": {"log": list(self.transform.log), "floor": self.transform.floor,
+                          "clamp": self.transform.clamp,
                           "normalize": self.transform.normalize},
             "split": {"validation": self.split.validation, "held_out": self.split.held_out,
                       "seed": self.split.seed,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import xarray as xr
@@ -18,7 +18,7 @@ from rho_workflow.data.config import DataConfig, ParamSource
 from rho_workflow.data.units import UnitsError, linear_conversion, parse_units
 from rho_workflow.data.validate import Problem, short_values as _short
 
-__all__ = ["read_params", "time_calendar"]
+__all__ = ["read_params", "time_calendar", "param_kinds"]
 
 _VALUE_WITH_UNITS = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s+(\S.*)$")
 
@@ -185,3 +185,43 @@ def _to_canonical(raw: Any, units: str | None, src: ParamSource, where: str) -> 
                           f"convert to the canonical {src.units!r}: {exc.reason}",
                           "correct the units in the file or the declared canonical units") from None
     return values.astype(np.float64) * a + b
+
+
+def param_kinds(config: DataConfig, files: Sequence[Any],
+                problems: list[Problem]) -> dict[str, str]:
+    """The kind of each parameter, declared (``kind:``) or inferred once, from the first
+    file; every file whose values disagree with it is a problem naming that file.
+
+    ``files`` are the planned files in order (each with ``path`` and ``points``)."""
+    kinds = {}
+    for key, src in config.params.items():
+        if not files:
+            continue
+        first = files[0]
+        kind = src.kind or ("continuous" if _numeric(first.points, key) else "categorical")
+        origin = (f"declared in data.params.{key}.kind" if src.kind
+                  else f"inferred from the first file, {first.path.name}")
+        for fp in files:
+            values = [p[key] for p in fp.points]
+            if kind == "continuous" and not _numeric(fp.points, key):
+                bad = next(v for v in values if not _is_number(v))
+                problems.append(Problem(str(fp.path), src.name, bad, f"parameter {key!r} is "
+                                        f"continuous ({origin}), so its value must be a number "
+                                        "in every file", f"fix the file, or declare "
+                                        f"data.params.{key}.kind: categorical"))
+            elif kind == "categorical" and not src.kind and _numeric(fp.points, key):
+                problems.append(Problem(str(fp.path), src.name, values[0], f"parameter {key!r} "
+                                        f"is categorical ({origin}, a text value) but this file "
+                                        "gives a number", f"fix the files, or declare "
+                                        f"data.params.{key}.kind: categorical to take numbers "
+                                        "as category names"))
+        kinds[key] = kind
+    return kinds
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _numeric(points: list[dict[str, Any]], key: str) -> bool:
+    return all(_is_number(p[key]) for p in points)

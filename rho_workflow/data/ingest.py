@@ -23,7 +23,7 @@ import xarray as xr
 
 from rho_workflow.data.config import DataConfig
 from rho_workflow.data.units import UnitsError, linear_conversion
-from rho_workflow.data.file_params import read_params, time_calendar
+from rho_workflow.data.file_params import param_kinds, read_params, time_calendar
 from rho_workflow.data.formats import FORMAT_NAMES, file_format, open_fits, open_hdf5
 from rho_workflow.data.labels import FIELD_ATTRS, cf_axes, plain_attrs
 from rho_workflow.data.validate import Problem, raise_if_problems
@@ -425,7 +425,7 @@ def plan_ingest(config: DataConfig) -> IngestPlan:
             files.append(file_plan)
     raise_if_problems(problems)
     assert ref_grid is not None  # at least one file planned when there are no problems
-    kinds = _param_kinds(config, [p for f in files for p in f.points], problems)
+    kinds = param_kinds(config, files, problems)
     calendars = _param_calendars(files, problems)
     raise_if_problems(problems)
     return IngestPlan(config, files, ref_grid, field_attrs, kinds, calendars)
@@ -445,22 +445,6 @@ def _param_calendars(files: list[FilePlan], problems: list[Problem]) -> dict[str
                                         f"on {calendars[key]!r}", f"declare data.params.{key}."
                                         "calendar, or convert the files to one calendar"))
     return calendars
-
-
-def _param_kinds(config: DataConfig, points: list[dict[str, Any]],
-                 problems: list[Problem]) -> dict[str, str]:
-    kinds = {}
-    for key, src in config.params.items():
-        numeric = all(isinstance(p[key], (int, float, np.integer, np.floating))
-                      and not isinstance(p[key], bool) for p in points)
-        kind = src.kind or ("continuous" if numeric else "categorical")
-        if kind == "continuous" and not numeric:
-            bad = next(p[key] for p in points if not isinstance(p[key], (int, float)))
-            problems.append(Problem(f"data.params.{key}", None, bad, "a continuous parameter "
-                                    "must be a number in every file",
-                                    "declare kind: categorical, or fix the files"))
-        kinds[key] = kind
-    return kinds
 
 
 def chunk_samples(plan: IngestPlan, chunk_mb: float | None = None) -> int:

@@ -20,6 +20,7 @@ units; :class:`TrainingStore` applies the recorded transform when reading.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -43,6 +44,8 @@ from rho_workflow.data.validate import (DataValidationError, Problem, block_summ
                                         combine_stats, judge_summaries)
 from rho_workflow.params import Parameter, ParamSpace
 from rho_workflow.provenance import history_line, provenance_record
+
+logger = logging.getLogger("rho_workflow")
 
 __all__ = ["StoreInfo", "TrainingStore", "preprocess", "preprocess_graph", "PreprocessGraph", "open_store", "assign_split",
            "build_transform", "build_param_space", "SPLITS", "STORE_VERSION"]
@@ -275,11 +278,11 @@ def preprocess(config: DataConfig, store_path: str | os.PathLike, client: Any = 
         _, summaries_done, reference_done = _compute(client, progress, write, summaries,
                                                      ref_delayed)
         timings["compute"] = time.perf_counter() - start - timings["plan"] - timings["graph"]
-        stats = _judge(plan, summaries_done)
+        stats, clamped = _judge(plan, summaries_done)
         transform = build_transform(stats, log_channels, config.transform.floor,
                                     config.transform.normalize, bounds_transforms(config))
         param_space = build_param_space(plan)
-        _finish(tmp, fmt, plan, transform, param_space, stats, reference_done, split)
+        _finish(tmp, fmt, plan, transform, param_space, stats, reference_done, split, clamped)
     counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
     seconds = time.perf_counter() - start
     nbytes = fields.nbytes
@@ -335,37 +338,45 @@ def _check_graph(plan: IngestPlan, fields: da.Array, split: np.ndarray,
     return summaries, ref_delayed
 
 
-def _judge(plan: IngestPlan, summaries: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+def _judge(plan: IngestPlan,
+           summaries: Sequence[dict[str, Any]]) -> tuple[list[dict[str, float]], int]:
     """Every value problem of the computed summaries (raised together), else the combined
-    statistics of each channel over the training split."""
+    statistics of each channel over the training split and the count of clamped values."""
     config = plan.config
-    problems = judge_summaries(summaries, plan.sample_files, plan.sample_labels,
-                               config.variables, config.missing, config.allow_duplicates)
-    if problems:
-        raise DataValidationError(problems)
+    t = config.transform
     stats = [combine_stats([s["stats"][c] for s in summaries])
              for c in range(len(config.variables))]
+    # every training value at or below the floor: the field would be one constant, most
+    # likely canonical units of the wrong scale (kg m-3 for cosmic densities); said once
+    clipped = [v for v, s in zip(config.variables, stats)
+               if v in t.log and s["count"] and s["max"] <= np.log(t.floor)]
+    problems = judge_summaries(summaries, plan.sample_files, plan.sample_labels,
+                               config.variables, config.missing, config.allow_duplicates,
+                               log_variables=[v for v in t.log if v not in clipped],
+                               floor=t.floor, clamp=t.clamp)
+    problems += [Problem(
+        str(config.files), v, f"max <= {t.floor:g} {config.units[v]}", "a log-transformed "
+        "field must exceed transform.floor somewhere (every training value is at or "
+        "below it, so the field would be one constant)",
+        f"lower data.transform.floor below the field's values, or choose canonical "
+        f"units in which they are of order one (data.units.{v})") for v in clipped]
+    if problems:
+        raise DataValidationError(problems)
+    clamped = int(sum(int(np.sum(s["below_floor"])) for s in summaries))
+    if clamped:
+        logger.warning("preprocess: %d value(s) of %s below transform.floor %g raised to the "
+                       "floor (transform.clamp: true)", clamped, list(t.log), t.floor)
     empty = [v for v, s in zip(config.variables, stats) if s["count"] == 0]
     if empty:
         raise DataValidationError([Problem(str(config.files), v, 0, "the training split "
                                            "must hold valid values", "check the mask and "
                                            "the split fractions") for v in empty])
-    floor = config.transform.floor
-    clipped = [v for v, s in zip(config.variables, stats)
-               if v in config.transform.log and s["max"] <= np.log(floor)]
-    if clipped:  # every value at or below the floor: the log step would erase the field
-        raise DataValidationError([Problem(
-            str(config.files), v, f"max <= {floor:g} {config.units[v]}", "a log-transformed "
-            "field must exceed transform.floor somewhere (every training value is at or "
-            "below it, so the field would be one constant)",
-            f"lower data.transform.floor below the field's values, or choose canonical "
-            f"units in which they are of order one (data.units.{v})") for v in clipped])
-    return stats
+    return stats, clamped
 
 
 def _finish(tmp: Path, fmt: str, plan: IngestPlan, transform: Transform, param_space: ParamSpace,
             stats: list[dict[str, float]], reference: np.ndarray | None,
-            split: np.ndarray) -> None:
+            split: np.ndarray, clamped: int = 0) -> None:
     """Add mask, transform, statistics and provenance to the written temporary store."""
     config = plan.config
     attrs = {
@@ -381,6 +392,7 @@ def _finish(tmp: Path, fmt: str, plan: IngestPlan, transform: Transform, param_s
         "rho_param_space": json.dumps(param_space.to_dict()),
         "rho_stats": json.dumps(stats),
         "rho_missing": config.missing,
+        "rho_clamped_values": clamped,
         "rho_config": json.dumps(config.to_dict()),
         "rho_provenance": json.dumps(provenance_record(
             xarray=xr.__version__, dask=dask.__version__, n_files=len(plan.files),

@@ -75,12 +75,15 @@ def block_summary(block: np.ndarray, train: np.ndarray, reference_missing: np.nd
     transform (or of ``pre[c].forward``, the bounds transform of channel ``c``; Chan et al.
     1979 pairwise-combinable moments); per sample the number of
     non-finite points outside the reference mask, the number of points whose missingness
-    differs from the reference, and a content digest (duplicate detection).
+    differs from the reference, the number of finite values below the log ``floor`` in the
+    log channels (outside the log's domain, or raised to the floor), and a content digest
+    (duplicate detection).
     """
     block = np.asarray(block)
     n, channels = block.shape[:2]
     nonfinite = np.zeros(n, dtype=np.int64)
     changed = np.zeros(n, dtype=np.int64)
+    below_floor = np.zeros(n, dtype=np.int64)
     digests = []
     parts: list[list[dict[str, float]]] = [[] for _ in range(channels)]
     for i in range(n):  # one sample at a time: memory stays a few copies of one field
@@ -93,6 +96,8 @@ def block_summary(block: np.ndarray, train: np.ndarray, reference_missing: np.nd
             ref = np.broadcast_to(reference_missing, sample.shape)
             nonfinite[i] = np.count_nonzero(~finite & ~ref)
             changed[i] = np.count_nonzero(np.isnan(sample) != ref)
+        for c in log_channels:
+            below_floor[i] += np.count_nonzero(finite[c] & (sample[c] < floor))
         if not train[i]:
             continue
         for c in range(channels):
@@ -105,7 +110,8 @@ def block_summary(block: np.ndarray, train: np.ndarray, reference_missing: np.nd
                 np.log(np.maximum(values, floor, out=values), out=values)
             parts[c].append(_moments(values))
     stats = [combine_stats(p) if p else _moments(np.zeros(0)) for p in parts]
-    return {"stats": stats, "nonfinite": nonfinite, "changed": changed, "digests": digests}
+    return {"stats": stats, "nonfinite": nonfinite, "changed": changed,
+            "below_floor": below_floor, "digests": digests}
 
 
 def _digest(sample: np.ndarray) -> str:
@@ -150,8 +156,12 @@ def combine_stats(parts: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def judge_summaries(summaries: Sequence[dict[str, Any]], sample_files: Sequence[str],
                     sample_labels: Sequence[str], variables: Sequence[str], missing: str,
-                    allow_duplicates: bool) -> list[Problem]:
-    """Problems found by :func:`block_summary` over all blocks (in sample order)."""
+                    allow_duplicates: bool, log_variables: Sequence[str] = (),
+                    floor: float = 1e-12, clamp: bool = False) -> list[Problem]:
+    """Problems found by :func:`block_summary` over all blocks (in sample order).
+
+    Values below the log floor are problems unless ``clamp`` declares that they are raised
+    to the floor (the preprocess stage then counts them)."""
     problems: list[Problem] = []
     nonfinite = np.concatenate([s["nonfinite"] for s in summaries])
     changed = np.concatenate([s["changed"] for s in summaries])
@@ -171,6 +181,16 @@ def judge_summaries(summaries: Sequence[dict[str, Any]], sample_files: Sequence[
                 f"first sample ({sample_files[0]})",
                 "with missing: fixed-mask the missing-value mask must be the same in every run",
                 "use missing: fill with a fill_value if missing values change from run to run"))
+    if not clamp and log_variables:
+        below = np.concatenate([s["below_floor"] for s in summaries])
+        for i in np.flatnonzero(below):
+            problems.append(Problem(
+                sample_files[i], ", ".join(log_variables),
+                f"{int(below[i])} value(s) below the floor {floor:g} in {sample_labels[i]}",
+                "where transform.log applies, values must be >= transform.floor (the log of "
+                "a value <= 0 is undefined; a smaller one would be raised to the floor)",
+                "fix the run, lower transform.floor, or set transform.clamp: true to raise "
+                "them to the floor (the count is reported)"))
     if not allow_duplicates:
         problems.extend(_duplicate_files(digests, sample_files, var_label))
     return problems

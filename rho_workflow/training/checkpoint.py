@@ -70,7 +70,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path}: format version {payload['format_version']} is newer than this "
             f"rho_workflow understands ({FORMAT_VERSION}); upgrade rho_workflow"
         )
-    payload["config"] = json.loads(payload.pop("config_json"))
+    missing = [k for k in ("config_json", "model_state") if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: the entries {missing} are missing; it was not "
+                              "written by RhoModel.save or the train stage; fix: write it again")
+    try:
+        payload["config"] = json.loads(payload.pop("config_json"))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its config is not valid JSON ({exc}); fix: "
+                              "write it again with RhoModel.save or the train stage") from None
     return payload
 
 

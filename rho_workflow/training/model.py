@@ -168,8 +168,10 @@ class TrainedModel:
 
     def fit_normalized(self, fields: np.ndarray, params: Sequence[Mapping[str, Any]], *,
                        checkpoint_path: str | Path | None = None, resume: bool = False,
-                       progress: bool = True, on_log=None, **train_options: Any) -> TrainResult:
-        """Fit to fields already normalized by ``self.transform`` (shape ``(N, C, *spatial)``)."""
+                       progress: bool = True, on_log=None, should_stop=None,
+                       **train_options: Any) -> TrainResult:
+        """Fit to fields already normalized by ``self.transform`` (shape ``(N, C, *spatial)``);
+        ``should_stop()`` returning True checkpoints and stops (see :func:`train`)."""
         x = torch.as_tensor(np.asarray(fields, dtype=np.float32))
         if tuple(x.shape[1:]) != self.field_shape:
             raise ValueError(f"normalized fields have shape {tuple(x.shape[1:])} per sample; the model "
@@ -196,7 +198,8 @@ class TrainedModel:
                 self.save(checkpoint_path, optimizer_state=s["optimizer"])
 
         result, ema = train(self.denoiser, self.schedule, x, cond, cfg, mask=self.mask, state=state,
-                            on_checkpoint=on_checkpoint, on_log=on_log, progress=progress)
+                            on_checkpoint=on_checkpoint, on_log=on_log, progress=progress,
+                            should_stop=should_stop)
         self.step, self.ema_state = result.step, ema.state_dict()
         self._sampling_denoiser = None
         return result
@@ -249,7 +252,14 @@ class TrainedModel:
         general ``log r`` the DPS approximation: :mod:`rho_workflow.diffusion.posterior`.
         """
         if len(points) != len(seeds):
-            raise ValueError(f"{len(points)} parameter points but {len(seeds)} seeds; give one seed per sample")
+            raise SampleRequestError(f"{len(points)} parameter points but {len(seeds)} seeds; "
+                                     "give one seed per sample")
+        if sampler not in SAMPLERS:
+            raise SampleRequestError(f"sample: sampler={sampler!r} is not known; the rule: one of "
+                                     f"{sorted(SAMPLERS)}; fix: pass one of them")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise SampleRequestError(f"sample: steps={steps!r}; the rule: the number of noise "
+                                     "levels must be an integer >= 1; fix: pass steps=25 or so")
         spec = sampler_spec(sampler)
         spacing = spacing or spec.spacing
         for problem in spec.warnings(steps, spacing, self.schedule.name):

@@ -28,6 +28,7 @@ from torch import nn
 from rho_workflow.diffusion.losses import denoising_loss, sample_training_sigmas
 from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
+from rho_workflow.errors import RunInterrupted
 from rho_workflow.sections import Section, validate_section
 
 __all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device"]
@@ -177,7 +178,8 @@ def _step(model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer, em
 def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tensor | None,
           cfg: TrainConfig, *, mask: torch.Tensor | None = None, state: dict | None = None,
           on_checkpoint: Callable[[dict], None] | None = None,
-          on_log: Callable[[int, float], None] | None = None, progress: bool = True) -> tuple[TrainResult, EMA]:
+          on_log: Callable[[int, float], None] | None = None, progress: bool = True,
+          should_stop: Callable[[], bool] | None = None) -> tuple[TrainResult, EMA]:
     """Minimize the weighted denoising loss ``E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2]``.
 
     Parameters
@@ -197,6 +199,9 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         ``{"step", "model", "ema", "optimizer"}`` to resume from (a loaded checkpoint).
     on_checkpoint : callable, optional
         Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state.
+    should_stop : callable, optional
+        Asked after every step (single process only); when it returns True the state is
+        checkpointed and :class:`~rho_workflow.errors.RunInterrupted` is raised.
     """
     device = resolve_device(cfg.device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -226,10 +231,15 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         bar.update(1)
         if rank == 0 and on_log is not None and (step % cfg.log_every == 0 or step + 1 == cfg.steps):
             on_log(step, loss_value)
-        if rank == 0 and on_checkpoint is not None and (
-                (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or step + 1 == cfg.steps):
+        stop = should_stop is not None and world == 1 and step + 1 < cfg.steps and should_stop()
+        if rank == 0 and on_checkpoint is not None and (stop or (
+                (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or step + 1 == cfg.steps)):
             on_checkpoint({"step": step + 1, "model": net.state_dict(), "ema": ema.state_dict(),
                            "optimizer": optimizer.state_dict()})
+        if stop:
+            bar.close()
+            raise RunInterrupted(f"training stopped on request at step {step + 1} of "
+                                 f"{cfg.steps}; the checkpoint holds that step", step=step + 1)
     bar.close()
     result.seconds = time.perf_counter() - t0
     result.samples_per_second = (result.step - start) * cfg.batch_size / max(result.seconds, 1e-12)

@@ -25,10 +25,10 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 from pydantic import Field
 
-from rho_workflow.errors import ConfigError
+from rho_workflow.errors import ConfigError, RhoWorkflowError
 from rho_workflow.sections import Section, validate_section
 
-__all__ = ["ClusterKind", "LocalKind", "AddressKind", "SchedulerFileKind", "JobqueueKind",
+__all__ = ["SchedulerLost", "ClusterKind", "LocalKind", "AddressKind", "SchedulerFileKind", "JobqueueKind",
            "SLURMKind", "PBSKind", "CLUSTER_KINDS", "cluster_from_config", "parse_cluster_override"]
 
 logger = logging.getLogger("rho_workflow")
@@ -46,6 +46,19 @@ def _worker_environ() -> dict[str, Any]:
     import distributed  # noqa: F401  (loads distributed's config defaults)
 
     return {**dict(dask.config.get("distributed.nanny.pre-spawn-environ", {})), **WORKER_MALLOC_ENV}
+
+
+class SchedulerLost(RhoWorkflowError, RuntimeError):
+    """The client lost its Dask scheduler mid-run (the scheduler process died, its node or
+    job ended, the network failed)."""
+
+
+def _lost_scheduler(client: Any, exc: BaseException) -> bool:
+    from distributed.client import FutureCancelledError
+
+    if isinstance(exc, FutureCancelledError) and "connection-lost" in str(exc):
+        return True
+    return getattr(client, "status", "running") not in ("running", "newly-created")
 
 
 class ClusterKind(Section):
@@ -77,23 +90,41 @@ class ClusterKind(Section):
         with contextlib.ExitStack() as stack:
             client = self._start(stack)
             logger.info("Dask dashboard: %s", client.dashboard_link)
-            yield client
+            address = client.scheduler.address
+            try:
+                yield client
+            except Exception as exc:
+                if not _lost_scheduler(client, exc):
+                    raise
+                raise SchedulerLost(
+                    what=f"the connection to the Dask scheduler at {address} was lost "
+                         f"({type(exc).__name__})", where=f"cluster ({self.name})",
+                    rule="a run needs its scheduler until it ends",
+                    fix="finished chunks and checkpoints are kept: start the scheduler (or a new "
+                        "one, and point the cluster section at it) and rerun with --resume") from None
 
     def _start(self, stack: contextlib.ExitStack) -> Any:
         raise NotImplementedError
 
 
 class LocalKind(ClusterKind):
-    """A :class:`distributed.LocalCluster` on this machine (worker processes by default)."""
+    """A :class:`distributed.LocalCluster` on this machine (worker processes by default).
+
+    Every port it opens -- scheduler, dashboard, nannies, workers -- listens on ``host``
+    only (``processes: false`` workers talk in-process and open no port but the dashboard): the loopback address by default, so that other users of a shared login node
+    cannot reach the cluster or its dashboard. Set ``host: 0.0.0.0`` (or one interface's
+    address) to open them to the network on purpose.
+    """
 
     name: ClassVar[str] = "local"
-    summary: ClassVar[str] = "LocalCluster on 127.0.0.1"
+    summary: ClassVar[str] = "LocalCluster, ports on `host` (127.0.0.1 by default)"
     n_workers: int = Field(2, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     processes: bool = True
     memory_limit: str | int = "auto"
     resources: dict[str, Any] = Field(default_factory=dict)
     dashboard: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
     tune_malloc: bool = True
 
     def worker_count(self) -> int:
@@ -112,8 +143,11 @@ class LocalKind(ClusterKind):
         cluster = stack.enter_context(LocalCluster(
             n_workers=self.n_workers, threads_per_worker=self.threads_per_worker,
             processes=self.processes, memory_limit=self.memory_limit,
-            resources=dict(self.resources) or None, host="127.0.0.1",
-            dashboard_address=":0" if self.dashboard else None, silence_logs=logging.WARNING))
+            resources=dict(self.resources) or None,
+            # threads talk in-process (no port at all); processes over TCP on `host` only
+            **({"host": self.host} if self.processes else {}),
+            dashboard_address=f"{self.host}:0" if self.dashboard else None,
+            silence_logs=logging.WARNING))
         client = stack.enter_context(Client(cluster))
         client.wait_for_workers(self.n_workers)
         return client
@@ -279,15 +313,15 @@ def parse_cluster_override(text: str) -> dict[str, Any]:
     (``"{kind: local, n_workers: 4}"``)."""
     import os
 
-    import yaml
+    from rho_workflow.yamlio import load_yaml
 
     if os.path.isfile(text):
         with open(text) as f:
-            value = yaml.safe_load(f)
+            value = load_yaml(f.read(), f"--cluster file {text}")
         if isinstance(value, Mapping) and "cluster" in value and "kind" not in value:
             value = value["cluster"]
     else:
-        value = yaml.safe_load(text)
+        value = load_yaml(text, "--cluster")
     if isinstance(value, str):
         return {"kind": value}
     if not isinstance(value, Mapping):

@@ -50,12 +50,19 @@ class Manifest:
         path = Path(path)
         manifest = cls(path, fingerprint, n_chunks, info=dict(info or {}))
         if resume and path.is_file():
-            on_disk = json.loads(path.read_text())
+            try:
+                on_disk = json.loads(path.read_text())
+            except ValueError:
+                on_disk = None
+            if not isinstance(on_disk, dict):
+                raise ManifestMismatch(
+                    f"{path}: the manifest of the finished chunks is not valid JSON; delete it "
+                    "(its parts are then sampled again) or rerun with --overwrite to start the sweep over")
             if on_disk.get("fingerprint") != fingerprint:
                 raise ManifestMismatch(
                     f"{path}: the finished chunks were written for another config or checkpoint "
                     f"(fingerprint {str(on_disk.get('fingerprint'))[:12]}..., now "
-                    f"{fingerprint[:12]}...); run without --resume to start the sweep over, or "
+                    f"{fingerprint[:12]}...); rerun with --overwrite (not --resume) to start the sweep over, or "
                     "restore the config and checkpoint of the interrupted run")
             manifest.chunks = {int(k): v for k, v in on_disk.get("chunks", {}).items()}
         manifest.save()

@@ -25,8 +25,9 @@ import numpy as np
 import xarray as xr
 
 import rho_workflow
-from rho_workflow.atomic import atomic_path
+from rho_workflow.atomic import atomic_dir, atomic_path
 from rho_workflow.data.labels import default_labels as default_metadata
+from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.provenance import utc_now
 from rho_workflow.workflow.sweep import SweepPlan
 
@@ -279,22 +280,28 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
 
         mappings = {n: template[n].attrs for n in template.data_vars}
         with atomic_path(path, suffix=".nc") as tmp:
-            encoding = {n: {"_FillValue": None} for n in template.coords}
-            template.drop_vars(list(mappings)).to_netcdf(tmp, engine="netcdf4", encoding=encoding)
-            with netCDF4.Dataset(tmp, "a") as nc:
-                for name, mapping_attrs in mappings.items():  # no coordinates attribute
-                    nc.createVariable(name, np.int32, ()).setncatts(dict(mapping_attrs))
-                variables = []
-                for f in metadata["fields"]:
-                    v = nc.createVariable(f["name"], np.dtype(dtype), dims, zlib=complevel > 0,
-                                          complevel=max(complevel, 1), shuffle=True,
-                                          chunksizes=chunks, fill_value=np.nan)
-                    v.setncatts(_field_attrs(f, field_units[f["name"]],
-                                             _coordinates_attr(metadata)))
-                    variables.append(v)
-                _fill(parts, plan, full_shape, sample_ndim,
-                      lambda c, box, data: variables[c].__setitem__(box, converted(c, data)),
-                      on_part)
+            try:
+                encoding = {n: {"_FillValue": None} for n in template.coords}
+                template.drop_vars(list(mappings)).to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+                with netCDF4.Dataset(tmp, "a") as nc:
+                    for name, mapping_attrs in mappings.items():  # no coordinates attribute
+                        nc.createVariable(name, np.int32, ()).setncatts(dict(mapping_attrs))
+                    variables = []
+                    for f in metadata["fields"]:
+                        v = nc.createVariable(f["name"], np.dtype(dtype), dims, zlib=complevel > 0,
+                                              complevel=max(complevel, 1), shuffle=True,
+                                              chunksizes=chunks, fill_value=np.nan)
+                        v.setncatts(_field_attrs(f, field_units[f["name"]],
+                                                 _coordinates_attr(metadata)))
+                        variables.append(v)
+                    _fill(parts, plan, full_shape, sample_ndim,
+                          lambda c, box, data: variables[c].__setitem__(box, converted(c, data)),
+                          on_part)
+            except RhoWorkflowError:
+                raise
+            except (RuntimeError, OSError) as exc:  # HDF5 reports a full disk as "HDF error"
+                raise _write_error(path, tmp, exc, len(metadata["fields"]) * int(
+                    np.prod(full_shape, dtype=np.int64)) * np.dtype(dtype).itemsize) from exc
         return path
     if fmt == "zarr":
         import dask.array as da
@@ -304,13 +311,31 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
         for f in metadata["fields"]:
             ds[f["name"]] = xr.Variable(dims, da.full(full_shape, np.nan, dtype=dtype, chunks=chunks),
                                         _field_attrs(f, field_units[f["name"]]))
-        ds.to_zarr(path, mode="w", compute=False, consolidated=True)
-        group = zarr.open_group(str(path), mode="r+")
-        arrays = [group[f["name"]] for f in metadata["fields"]]
-        _fill(parts, plan, full_shape, sample_ndim,
-              lambda c, box, data: arrays[c].__setitem__(box, converted(c, data)), on_part)
+        with atomic_dir(path) as tmp:  # a reader never sees a half-filled store
+            ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
+            group = zarr.open_group(str(tmp), mode="r+")
+            arrays = [group[f["name"]] for f in metadata["fields"]]
+            _fill(parts, plan, full_shape, sample_ndim,
+                  lambda c, box, data: arrays[c].__setitem__(box, converted(c, data)), on_part)
         return path
     raise ValueError(f"output.format {fmt!r} is not one of ['netcdf', 'zarr']")
+
+
+def _write_error(path: Path, tmp: Path, exc: BaseException, nbytes: int) -> OSError:
+    """An OS error naming ``path`` for a failed write; a full disk is told apart from other
+    failures by the free space left (netCDF/HDF5 report it only as an "HDF error")."""
+    import errno
+    import shutil
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    free = shutil.disk_usage(tmp.parent).free
+    written = tmp.stat().st_size if tmp.exists() else 0
+    if free < max(nbytes - written, 0) + (1 << 16):
+        return OSError(errno.ENOSPC, f"No space left on device (the sweep needs up to "
+                       f"{nbytes / 1e6:.3g} MB uncompressed; {free / 1e6:.3g} MB were free)",
+                       str(path))
+    return OSError(errno.EIO, f"writing the netCDF file failed ({exc})", str(path))
 
 
 def _fill(parts: Iterator[tuple[int, int, np.ndarray]], plan: SweepPlan, full_shape: tuple,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from rho_workflow.atomic import file_sha256
-from rho_workflow.errors import RhoWorkflowError
+from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.workflow.retry import AttemptFailed, with_retries
 from rho_workflow.workflow.tasks import TrainingSpec
 
@@ -91,7 +91,8 @@ def preprocess(data: Any, store_path: Path, client: Any, progress: bool) -> dict
             "throughput_mb_s": info.throughput_mb_s}
 
 
-def training_spec(config: Any, resume: bool, topic: str | None) -> TrainingSpec:
+def training_spec(config: Any, resume: bool, topic: str | None,
+                  stop_file: Path | None = None) -> TrainingSpec:
     """The plain-data training task of a validated pipeline."""
     out, resolved = config.output, config.to_dict()
     ckpt = out.checkpoint_path
@@ -99,17 +100,21 @@ def training_spec(config: Any, resume: bool, topic: str | None) -> TrainingSpec:
                         model=resolved["model"], train=config.training.train_config.to_dict(),
                         metadata={"pipeline": resolved}, checkpoint=str(ckpt.resolve()),
                         resume=resume and ckpt.is_file(), threads=config.training.threads,
-                        progress_topic=topic)
+                        progress_topic=topic,
+                        stop_file=None if stop_file is None else str(Path(stop_file).resolve()))
 
 
-def train(config: Any, client: Any, resume: bool, progress: bool) -> dict[str, Any]:
-    """Train on a worker (``GPU`` resource if asked) or data-parallel on several."""
+def train(config: Any, client: Any, resume: bool, progress: bool,
+          stop_file: Path | None = None) -> dict[str, Any]:
+    """Train on a worker (``GPU`` resource if asked) or data-parallel on several; when
+    ``stop_file`` appears, a single-worker training checkpoints and stops
+    (:class:`~rho_workflow.errors.RunInterrupted`)."""
     from rho_workflow.workflow.ddp import train_data_parallel
 
     require(config.output.store_path, "training store", "preprocess")
     t = config.training
     topic = f"rho-train-{uuid.uuid4().hex[:8]}"
-    spec = training_spec(config, resume, topic)
+    spec = training_spec(config, resume, topic, stop_file)
     with _train_progress(client, topic, t.train_config.steps, progress):
         if t.workers > 1:
             result = train_data_parallel(client, spec, t.workers, gpu=t.gpu, backend=t.backend,
@@ -131,9 +136,14 @@ def _train_one(client: Any, spec: TrainingSpec, *, gpu: bool, max_attempts: int)
         future = client.submit(train_model, this, resources={"GPU": 1} if gpu else None,
                                pure=False, key=f"train-{uuid.uuid4().hex[:10]}")
         try:
-            return {**future.result(), "attempts": k + 1}
+            result = future.result()
         except Exception as exc:  # a worker lost or a failed step: resume from checkpoint
             raise AttemptFailed(f"{type(exc).__name__}: {exc}") from exc
+        if result.get("interrupted"):  # asked to stop (SIGTERM): not a failure to retry
+            raise RunInterrupted(f"training stopped by SIGTERM at step {result['step']}; its "
+                                 f"checkpoint {result['checkpoint']} holds that step; rerun "
+                                 "with --resume to continue", step=result["step"])
+        return {**result, "attempts": k + 1}
 
     return with_retries(attempt, max_attempts, "training", StageError)
 

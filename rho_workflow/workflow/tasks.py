@@ -17,6 +17,7 @@ import numpy as np
 
 from rho_workflow.atomic import atomic_save_npy, file_sha256
 from rho_workflow.data.labels import field_labels
+from rho_workflow.errors import RunInterrupted
 
 __all__ = ["cached_model", "sample_chunk", "log_likelihood_task", "TrainingSpec", "train_model", "set_torch_threads", "log_progress",
            "load_training_data", "build_model", "chunk_work", "store_labels"]
@@ -189,7 +190,9 @@ class TrainingSpec:
 
     ``data`` (see :func:`load_training_data`), ``model`` (the pipeline's model section),
     ``train`` (:class:`TrainConfig` options), ``metadata`` (stored in the checkpoint),
-    ``checkpoint`` (path on shared storage), ``resume``, ``threads``, ``progress_topic``.
+    ``checkpoint`` (path on shared storage), ``resume``, ``threads``, ``progress_topic``,
+    ``stop_file`` (when that file appears, training checkpoints and stops: the client's
+    answer to SIGTERM, seen by a worker on shared storage).
     """
 
     data: Mapping[str, Any]
@@ -200,6 +203,7 @@ class TrainingSpec:
     resume: bool = False
     threads: int | None = None
     progress_topic: str | None = None
+    stop_file: str | None = None
 
     @classmethod
     def coerce(cls, spec: "TrainingSpec | Mapping[str, Any]") -> "TrainingSpec":
@@ -216,7 +220,8 @@ def train_model(spec: TrainingSpec | Mapping[str, Any],
                 on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the model of ``spec`` (:class:`TrainingSpec`) and write its
     checkpoint (rank 0 under DDP). If torch.distributed is initialized the trainer runs
-    data-parallel.
+    data-parallel. A stop requested through ``spec.stop_file`` returns ``{"interrupted":
+    True, "step"}`` once the checkpoint of that step is written.
     """
     import torch.distributed as dist
 
@@ -236,9 +241,14 @@ def train_model(spec: TrainingSpec | Mapping[str, Any],
             on_step(step, loss)
 
     checkpoint = spec["checkpoint"]
-    result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
-                                  resume=bool(spec.get("resume")), progress=False, on_log=on_log,
-                                  **dict(spec["train"]))
+    stop_file = spec.stop_file
+    should_stop = (lambda: os.path.exists(stop_file)) if stop_file else None
+    try:
+        result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
+                                      resume=bool(spec.get("resume")), progress=False, on_log=on_log,
+                                      should_stop=should_stop, **dict(spec["train"]))
+    except RunInterrupted as exc:  # a requested stop, not a failure: the checkpoint is written
+        return {"rank": rank, "interrupted": True, "step": exc.step, "checkpoint": str(checkpoint)}
     out = {"rank": rank, "step": result.step, "losses": list(result.losses),
            "seconds": time.perf_counter() - t0, "train_seconds": result.seconds,
            "samples_per_second": result.samples_per_second, "checkpoint": str(checkpoint)}
