@@ -21,7 +21,7 @@ SEEDS = ["spherical_harmonics", "gaussian_field", "lognormal_field", "spectral_l
 TINY_SIZE = {"spherical_harmonics": 8, "spectral_lines": 16}
 
 
-@pytest.mark.parametrize("name", SEEDS + ["demo"])
+@pytest.mark.parametrize("name", SEEDS + ["demo", "climate"])
 def test_dry_run(name, capsys):
     assert main(["run", str(PIPELINES / f"{name}.yaml"), "--dry-run"]) == 0
     assert "stage evaluate" in capsys.readouterr().out
