@@ -27,7 +27,7 @@ import contextlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -160,6 +160,17 @@ def _check_channel(channel: Any, channels: int) -> int:
     return int(channel)
 
 
+class _Part(NamedTuple):
+    """The rows of one observation: flat indices and weights ``(m, K)``, values and errors ``(m,)``."""
+
+    index: np.ndarray
+    weight: np.ndarray
+    values: np.ndarray
+    std: np.ndarray
+    channel: int
+    kind: str
+
+
 def observation_rows(observations: Sequence[Any], field_shape: Sequence[int], labels: Mapping[str, Any],
                      valid: np.ndarray | None = None) -> ObservationRows:
     """The rows of every observation in ``observations`` on a grid of ``field_shape = (C, *spatial)``.
@@ -170,80 +181,97 @@ def observation_rows(observations: Sequence[Any], field_shape: Sequence[int], la
     """
     channels, *spatial_l = (int(v) for v in field_shape)
     spatial = tuple(spatial_l)
-    n_cells = int(np.prod(spatial))
     valid = np.ones(spatial, bool) if valid is None else np.asarray(valid, bool)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, str]] = []
+    parts: list[_Part] = []
     dropped = 0
     for obs in observations:
         if isinstance(obs, (KnownRegion, NoisyField)):
-            ch = _check_channel(obs.channel, channels)
-            vals = _grid_array(obs.values, spatial, channels, ch, "values")
-            if isinstance(obs, KnownRegion):
-                mask = np.isfinite(vals) if obs.mask is None else _grid_array(obs.mask, spatial, channels, ch,
-                                                                               "mask").astype(bool)
-                if (mask & ~np.isfinite(vals)).any():
-                    raise _error(f"{int((mask & ~np.isfinite(vals)).sum())} known cells hold NaN", "observe",
-                                 "every cell marked known has a finite value", "fix the values or the mask")
-                std = np.zeros(spatial)
-                kind = "known_region"
-            else:
-                mask = np.isfinite(vals)
-                std = np.broadcast_to(np.asarray(obs.std, dtype=np.float64), spatial) if np.ndim(obs.std) == 0 \
-                    else _grid_array(obs.std, spatial, channels, ch, "std")
-                if not (np.isfinite(std[mask]).all() and (std[mask] > 0).all()):
-                    raise _error(f"noise std {float(np.min(std[mask])) if mask.any() else 'n/a'}", "observe",
-                                 "a noisy observation's error standard deviation is finite and > 0",
-                                 "give the measurement error; use KnownRegion for exactly known values")
-                kind = "noisy_field"
-            dropped += int((mask & ~valid).sum())
-            mask = mask & valid
-            if not mask.any():
-                raise _error(f"{kind} observes no cell", "observe",
-                             "an observation covers at least one finite, unmasked cell", "check the values and mask")
-            cells = np.flatnonzero(mask.reshape(-1))
-            parts.append((ch * n_cells + cells[:, None], np.ones((len(cells), 1)), vals.reshape(-1)[cells],
-                          std.reshape(-1)[cells], ch, kind))
+            part, n_dropped = _gridded_part(obs, spatial, channels, valid)
+            dropped += n_dropped
         elif isinstance(obs, Stations):
-            ch = _check_channel(obs.channel, channels)
-            dims, coords, _ = _grid_of(labels)
-            missing = [d for d in dims if d not in obs.coords]
-            if missing:
-                raise _error(f"stations without {missing} positions", "observe",
-                             f"a station has a position on every grid axis {dims}",
-                             "pass coords={dim: positions} for each grid dim")
-            vals = np.asarray(obs.values, dtype=np.float64).reshape(-1)
-            std = np.broadcast_to(np.asarray(obs.std, dtype=np.float64), vals.shape).copy()
-            if not np.isfinite(vals).all():
-                raise _error(f"station {int(np.argmax(~np.isfinite(vals)))} has value NaN/inf", "observe",
-                             "station values are finite", "drop the station or fill its value")
-            if not (np.isfinite(std).all() and (std > 0).all()):
-                j = int(np.argmax(~(np.isfinite(std) & (std > 0))))
-                raise _error(f"station {j} has error {std[j]:g}", "observe",
-                             "a station's error standard deviation is finite and > 0",
-                             "give each station its measurement error (in the field's units)")
-            idx, w = interpolation_weights({d: obs.coords[d] for d in dims}, dims, coords)
-            if len(idx) != len(vals):
-                raise _error(f"{len(idx)} station positions but {len(vals)} values", "observe",
-                             "one position per value", "give positions and values of the same stations")
-            touches = (~valid.reshape(-1)[idx] & (w > 0)).any(1)
-            if touches.any():
-                j = int(np.argmax(touches))
-                raise _error(f"station {j} lies next to a masked cell", "observe",
-                             "stations are interpolated from modelled (unmasked) cells", "drop that station")
-            parts.append((ch * n_cells + idx, w, vals, std, ch, "stations"))
+            part = _station_part(obs, labels, spatial, channels, valid)
         else:
             raise _error(f"observation of type {type(obs).__name__}", "observe",
                          "observations are KnownRegion, NoisyField or Stations (or a callable log r)",
                          "wrap the data in one of those classes of rho_workflow.data.observations")
+        parts.append(part)
     if not parts:
         raise _error("no observations", "observe", "at least one observation", "pass observe=[...]")
-    k = max(p[0].shape[1] for p in parts)
+    k = max(p.index.shape[1] for p in parts)
     pad = lambda a, v: np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=v)  # noqa: E731
+    rows: dict[str, int] = {}
+    for p in parts:
+        rows[p.kind] = rows.get(p.kind, 0) + len(p.values)
     return ObservationRows(
-        index=np.concatenate([pad(p[0], 0) for p in parts]), weight=np.concatenate([pad(p[1], 0.0) for p in parts]),
-        values=np.concatenate([p[2] for p in parts]), std=np.concatenate([p[3] for p in parts]),
-        channel=np.concatenate([np.full(len(p[2]), p[4]) for p in parts]), kinds=tuple(p[5] for p in parts),
-        info={"rows": {p[5]: len(p[2]) for p in parts}, "dropped_masked_cells": dropped})
+        index=np.concatenate([pad(p.index, 0) for p in parts]),
+        weight=np.concatenate([pad(p.weight, 0.0) for p in parts]),
+        values=np.concatenate([p.values for p in parts]), std=np.concatenate([p.std for p in parts]),
+        channel=np.concatenate([np.full(len(p.values), p.channel) for p in parts]),
+        kinds=tuple(p.kind for p in parts), info={"rows": rows, "dropped_masked_cells": dropped})
+
+
+def _gridded_part(obs: KnownRegion | NoisyField, spatial: tuple[int, ...], channels: int,
+                  valid: np.ndarray) -> tuple[_Part, int]:
+    """One row per observed, unmasked cell (weight 1), and the number of masked cells dropped."""
+    ch = _check_channel(obs.channel, channels)
+    vals = _grid_array(obs.values, spatial, channels, ch, "values")
+    if isinstance(obs, KnownRegion):
+        mask = np.isfinite(vals) if obs.mask is None else _grid_array(obs.mask, spatial, channels, ch,
+                                                                       "mask").astype(bool)
+        if (mask & ~np.isfinite(vals)).any():
+            raise _error(f"{int((mask & ~np.isfinite(vals)).sum())} known cells hold NaN", "observe",
+                         "every cell marked known has a finite value", "fix the values or the mask")
+        std, kind = np.zeros(spatial), "known_region"
+    else:
+        mask = np.isfinite(vals)
+        std = np.broadcast_to(np.asarray(obs.std, dtype=np.float64), spatial) if np.ndim(obs.std) == 0 \
+            else _grid_array(obs.std, spatial, channels, ch, "std")
+        if not (np.isfinite(std[mask]).all() and (std[mask] > 0).all()):
+            raise _error(f"noise std {float(np.min(std[mask])) if mask.any() else 'n/a'}", "observe",
+                         "a noisy observation's error standard deviation is finite and > 0",
+                         "give the measurement error; use KnownRegion for exactly known values")
+        kind = "noisy_field"
+    dropped = int((mask & ~valid).sum())
+    mask = mask & valid
+    if not mask.any():
+        raise _error(f"{kind} observes no cell", "observe",
+                     "an observation covers at least one finite, unmasked cell", "check the values and mask")
+    cells = np.flatnonzero(mask.reshape(-1))
+    offset = ch * int(np.prod(spatial))
+    return _Part(offset + cells[:, None], np.ones((len(cells), 1)), vals.reshape(-1)[cells],
+                 std.reshape(-1)[cells], ch, kind), dropped
+
+
+def _station_part(obs: Stations, labels: Mapping[str, Any], spatial: tuple[int, ...], channels: int,
+                  valid: np.ndarray) -> _Part:
+    """One row per station: the multilinear weights of the cell centres around it."""
+    ch = _check_channel(obs.channel, channels)
+    dims, coords, _ = _grid_of(labels)
+    missing = [d for d in dims if d not in obs.coords]
+    if missing:
+        raise _error(f"stations without {missing} positions", "observe",
+                     f"a station has a position on every grid axis {dims}",
+                     "pass coords={dim: positions} for each grid dim")
+    vals = np.asarray(obs.values, dtype=np.float64).reshape(-1)
+    std = np.broadcast_to(np.asarray(obs.std, dtype=np.float64), vals.shape).copy()
+    if not np.isfinite(vals).all():
+        raise _error(f"station {int(np.argmax(~np.isfinite(vals)))} has value NaN/inf", "observe",
+                     "station values are finite", "drop the station or fill its value")
+    if not (np.isfinite(std).all() and (std > 0).all()):
+        j = int(np.argmax(~(np.isfinite(std) & (std > 0))))
+        raise _error(f"station {j} has error {std[j]:g}", "observe",
+                     "a station's error standard deviation is finite and > 0",
+                     "give each station its measurement error (in the field's units)")
+    idx, w = interpolation_weights({d: obs.coords[d] for d in dims}, dims, coords)
+    if len(idx) != len(vals):
+        raise _error(f"{len(idx)} station positions but {len(vals)} values", "observe",
+                     "one position per value", "give positions and values of the same stations")
+    touches = (~valid.reshape(-1)[idx] & (w > 0)).any(1)
+    if touches.any():
+        j = int(np.argmax(touches))
+        raise _error(f"station {j} lies next to a masked cell", "observe",
+                     "stations are interpolated from modelled (unmasked) cells", "drop that station")
+    return _Part(ch * int(np.prod(spatial)) + idx, w, vals, std, ch, "stations")
 
 
 def read_observations(source: Any, labels: Mapping[str, Any], *, variable: str | None = None,
