@@ -229,7 +229,7 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
         if r.get("report"):
             lines.append(f"               report (open in a browser): {r['report']}")
         for var, scores in r["headline"].items():
-            text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
+            text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items() if v == v)  # NaN: not applicable (e.g. no bounds)
             lines.append(f"               {var}: median {text}")
         if r.get("log_likelihood") is not None:
             lines.append(f"               held-out log-likelihood: median "
