@@ -27,7 +27,7 @@ import contextlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -274,6 +274,37 @@ def _station_part(obs: Stations, labels: Mapping[str, Any], spatial: tuple[int, 
     return _Part(ch * int(np.prod(spatial)) + idx, w, vals, std, ch, "stations")
 
 
+@contextlib.contextmanager
+def _field_source(source: Any, labels: Mapping[str, Any], variable: str | None, where: str | None,
+                  what: str) -> Iterator[tuple[Any, str, int, str]]:
+    """The dataset of ``source`` (a netCDF path, opened and closed here, or a Dataset), the
+    field variable's name and channel, and the ``where`` of its messages; checks the file exists,
+    opens, names a modelled field and holds it."""
+    import xarray as xr
+
+    is_ds = isinstance(source, xr.Dataset)
+    where = where or (what if is_ds else str(source))
+    if not is_ds and not Path(source).is_file():
+        raise _error(f"{what} file {source} does not exist", where, "the file must exist",
+                     "write it to netCDF first, or fix the path")
+    fields = [f["name"] for f in labels["fields"]]
+    name = variable or fields[0]
+    if name not in fields:
+        raise _error(f"variable {name!r}", where, f"one of the model's fields {fields}", "name a modelled field")
+    if is_ds:
+        ds = source
+    else:
+        try:
+            ds = xr.open_dataset(source, decode_times=False)
+        except Exception as exc:  # netCDF4/HDF5 raise several kinds
+            raise _error(f"cannot read {source}: {exc}", where, "a readable netCDF file", "check the file") from None
+    with (contextlib.nullcontext(ds) if is_ds else ds):
+        if name not in ds:
+            raise _error(f"no variable {name!r} (it holds {sorted(ds.data_vars)})", where,
+                         f"the {what} are in a variable named like the model's field", f"rename it to {name!r}")
+        yield ds, name, fields.index(name), where
+
+
 def read_observations(source: Any, labels: Mapping[str, Any], *, variable: str | None = None,
                       where: str | None = None) -> list[Any]:
     """Observations from a netCDF file or an xarray Dataset (the module docstring's convention).
@@ -282,50 +313,16 @@ def read_observations(source: Any, labels: Mapping[str, Any], *, variable: str |
     labels (names, units, grid); ``variable`` picks the field (default: the model's first);
     ``where`` names the config key that named the file.
     """
-    import xarray as xr
-
-    is_ds = isinstance(source, xr.Dataset)
-    where = where or ("observations" if is_ds else str(source))
-    if not is_ds and not Path(source).exists():
-        raise _error(f"observation file {source} does not exist", where, "the file must exist",
-                     "write the observations to netCDF first, or fix the path")
-    fields = [f["name"] for f in labels["fields"]]
-    name = variable or fields[0]
-    if name not in fields:
-        raise _error(f"variable {name!r}", where, f"one of the model's fields {fields}", "name a modelled field")
-    channel = fields.index(name)
-    field_units = labels["fields"][channel].get("units", "1")
-    if is_ds:
-        ds = source
-    else:
-        try:
-            ds = xr.open_dataset(source, decode_times=False)
-        except Exception as exc:  # netCDF4/HDF5 raise several kinds
-            raise _error(f"cannot read {source}: {exc}", where, "a readable netCDF file", "check the file") from None
-    path = "the dataset" if is_ds else source
-    with (contextlib.nullcontext(ds) if is_ds else ds):
-        if name not in ds:
-            raise _error(f"no variable {name!r} in {path} (it holds {sorted(ds.data_vars)})", where,
-                         "the observed values are in a variable named like the model's field",
-                         f"rename the variable to {name!r}")
+    with _field_source(source, labels, variable, where, "observations") as (ds, name, channel, where):
+        field_units = labels["fields"][channel].get("units", "1")
         values = _in_units(ds[name], field_units, f"{where}: variable {name!r}")
-        err_name = f"{name}_error"
-        err = None
-        if err_name in ds:
-            try:  # an error is a difference of values: only the slope of the conversion applies
-                a, _ = linear_conversion(str(ds[err_name].attrs.get("units", field_units)), field_units,
-                                         where=f"{where}: variable {err_name!r}")
-            except UnitsError as exc:
-                raise ObservationError(str(exc)) from None
-            err = np.asarray(ds[err_name].values, dtype=np.float64) * abs(a)
         dims, coords, units = _grid_of(labels)
-        if set(ds[name].dims) == set(dims):
+        gridded = set(ds[name].dims) == set(dims)
+        err_name = f"{name}_error"
+        err = _errors(ds, err_name, field_units, dims if gridded else None, where) if err_name in ds else None
+        if gridded:
             grid = np.asarray(values.transpose(*dims).values, dtype=np.float64)
-            if err is None:
-                return [KnownRegion(grid, channel=channel)]
-            if err.ndim:
-                err = np.asarray(ds[err_name].transpose(*dims).values, dtype=np.float64) * abs(a)
-            return [NoisyField(grid, err, channel=channel)]
+            return [KnownRegion(grid, channel=channel) if err is None else NoisyField(grid, err, channel=channel)]
         if ds[name].ndim != 1:
             raise _error(f"variable {name!r} has dims {ds[name].dims}", where,
                          f"gridded observations have the grid's dims {dims}; a station table has one dim",
@@ -340,6 +337,18 @@ def read_observations(source: Any, labels: Mapping[str, Any], *, variable: str |
                              f"stations have a position on every grid axis {dims}", f"add a variable {d!r}")
             positions[d] = np.asarray(_in_units(ds[d], units[d], f"{where}: coordinate {d!r}").values)
         return [Stations(positions, np.asarray(values.values, dtype=np.float64), err, channel=channel)]
+
+
+def _errors(ds: Any, name: str, field_units: str, dims: list[str] | None, where: str) -> np.ndarray:
+    """The error variable in the field's units (only the slope of the conversion: an error is a
+    difference of values), on the grid's ``dims`` order when gridded."""
+    da = ds[name] if dims is None or ds[name].ndim == 0 else ds[name].transpose(*dims)
+    try:
+        a, _ = linear_conversion(str(da.attrs.get("units", field_units)), field_units,
+                                 where=f"{where}: variable {name!r}")
+    except UnitsError as exc:
+        raise ObservationError(str(exc)) from None
+    return np.asarray(da.values, dtype=np.float64) * abs(a)
 
 
 def _in_units(da: Any, units: str, where: str) -> Any:
@@ -357,24 +366,11 @@ def read_fields(source: Any, labels: Mapping[str, Any], *, variable: str | None 
     The variable named like the model's field (or ``variable``) holds one field on the grid's
     dims, or several along one more dim; NaN cells are allowed only where the model masks.
     """
-    import xarray as xr
-
-    is_ds = isinstance(source, xr.Dataset)
-    where = where or ("observed fields" if is_ds else str(source))
-    if not is_ds and not Path(source).is_file():
-        raise _error(f"observed field file {source} does not exist", where, "the file must exist", "fix the path")
-    fields = [f["name"] for f in labels["fields"]]
-    name = variable or fields[0]
-    if name not in fields:
-        raise _error(f"variable {name!r}", where, f"one of the model's fields {fields}", "name a modelled field")
-    if len(fields) > 1:
-        raise _error(f"a model of {len(fields)} fields", where, "inference from a file takes one-field models",
+    if len(labels["fields"]) > 1:
+        raise _error(f"a model of {len(labels['fields'])} fields", where or str(source),
+                     "inference from a file takes one-field models",
                      "use model.infer with an array of shape (C, *spatial)")
-    ds = source if is_ds else xr.open_dataset(source, decode_times=False)
-    with (contextlib.nullcontext(ds) if is_ds else ds):
-        if name not in ds:
-            raise _error(f"no variable {name!r} (the file holds {sorted(ds.data_vars)})", where,
-                         "the observed field is a variable named like the model's field", f"rename it to {name!r}")
+    with _field_source(source, labels, variable, where, "observed fields") as (ds, name, _, where):
         da = ds[name]
         dims = list(labels["spatial"]["dims"])
         extra = [d for d in da.dims if d not in dims]
@@ -382,12 +378,11 @@ def read_fields(source: Any, labels: Mapping[str, Any], *, variable: str | None 
             raise _error(f"variable {name!r} has dims {da.dims}", where,
                          f"a field on the grid's dims {dims}, with at most one more dim of several fields",
                          "write the field on the model's grid")
-        da = da.transpose(*extra, *dims)
         units = labels["fields"][0].get("units", "1")
-        values = np.asarray(_in_units(da, units, f"{where}: variable {name!r}").values, dtype=np.float64)
+        values = np.asarray(_in_units(da.transpose(*extra, *dims), units, f"{where}: variable {name!r}").values,
+                            dtype=np.float64)
     spatial = tuple(len(labels["spatial"]["coords"][d]["values"]) for d in dims)
     if values.shape[-len(dims):] != spatial:
         raise _error(f"field of grid shape {values.shape[-len(dims):]}", where,
                      f"the model's grid is {dict(zip(dims, spatial))}", "regrid the field to the model's grid")
-    values = values.reshape(-1, 1, *spatial)
-    return values
+    return values.reshape(-1, 1, *spatial)
