@@ -51,7 +51,7 @@ class SimulateSection(Section):
     kind: str
     out_dir: str
     runs: int = Field(64, ge=1)
-    realizations: int = Field(4, ge=1)
+    realizations: int | None = Field(None, ge=1)  # None: make_data.default_realizations(kind, 4)
     size: int = Field(32, ge=2)
     seed: int = Field(0, ge=0)
 
@@ -193,7 +193,19 @@ class SamplingSection(Section):
 class EvaluationSection(Section):
     """Generated against held-out runs: spectra, value distributions and, unless
     ``log_likelihood: none``, the model's log-likelihood of up to ``likelihood_fields``
-    held-out fields per point (``ode``: exact, probability-flow ODE; ``bound``: the bound K)."""
+    held-out fields per point (``ode``: exact, probability-flow ODE; ``bound``: the bound K).
+
+    ``compare`` adds variants scored at the same points, into the same metrics files:
+    ``ddpm`` samples the model with ``reference_steps`` ancestral DDPM steps (the reference
+    sampler the fast default is measured against); ``hash_encoder`` trains a twin of the model
+    with the rho-Diffusion SHA-512 hash encoder (same network, data and training section) and
+    samples it with the pipeline's sampler. Each costs about as much as the sampling resp.
+    training it repeats.
+
+    ``simulations: deterministic`` declares that the simulator has no randomness (a run at a
+    parameter point is one exact field): the noise floor of every score is then 0 (two true
+    sets are equal), also where a point has a single simulated field; ``stochastic`` (default)
+    estimates floors from the simulated fields, undefined at a point with only one."""
 
     enabled: bool = True
     split: Literal["train", "validation", "held_out"] = "held_out"
@@ -204,6 +216,16 @@ class EvaluationSection(Section):
     likelihood_fields: int = Field(2, ge=1)
     members: int | None = Field(None, ge=2)  # None: enough to resolve the noise floor
     training_points: int = Field(2, ge=0)    # training points evaluated beside the split's
+    compare: list[Literal["ddpm", "hash_encoder"]] = Field(default_factory=list)
+    reference_steps: int = Field(1000, ge=2)  # steps of the ancestral DDPM of compare: [ddpm]
+    simulations: Literal["stochastic", "deterministic"] = "stochastic"
+
+    @field_validator("compare")
+    @classmethod
+    def _unique_compare(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists {value} with a repeat; name each variant once")
+        return value
 
 
 #: What a run writes into ``output.dir`` besides the sweep: a file name in this set (or a

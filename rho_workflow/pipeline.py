@@ -135,6 +135,11 @@ class Pipeline:
             stages["evaluate"] = {"reference": f"{cfg.evaluation.split} split of the store, up to "
                                                f"{cfg.evaluation.max_points} parameter points",
                                   "writes": str(self.out.evaluation_dir)}
+            compare = {"ddpm": f"the model with {cfg.evaluation.reference_steps}-step ancestral DDPM",
+                       "hash_encoder": f"a twin trained with the SHA-512 hash encoder "
+                                       f"({cfg.training.train_config.steps} more training steps)"}
+            if cfg.evaluation.compare:
+                stages["evaluate"]["compares with"] = "; ".join(compare[k] for k in cfg.evaluation.compare)
         cluster: dict[str, Any] = {"description": cfg.cluster.describe()}
         if hasattr(cfg.cluster, "job_script"):
             cluster["job_script"] = cfg.cluster.job_script()

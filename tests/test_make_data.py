@@ -122,10 +122,11 @@ def test_udunits_accepts_every_unit_string(sweeps):
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_sweep_ingests_with_its_design(sweeps, kind):
-    config = DataConfig.from_dict({**CONFIGS[kind], "files": str(sweeps / kind / "*.nc")})
+    extra = {"sample_dims": ["realization"]} if kind == "gaussian-field" else {}  # --realizations 2
+    config = DataConfig.from_dict({**CONFIGS[kind], **extra, "files": str(sweeps / kind / "*.nc")})
     plan = plan_ingest(config)
-    per_run = {"lognormal-field": 2, "swiss-roll": 8, "heartbeat": 8, "climate-air": 2,
-               "climate-ocean": 2}.get(kind, 1)
+    per_run = {"lognormal-field": 2, "gaussian-field": 2, "swiss-roll": 8, "heartbeat": 8,
+               "climate-air": 2, "climate-ocean": 2}.get(kind, 1)
     assert plan.n_samples == RUNS * per_run
     expected = design(kind)
     got = plan.points[::per_run]

@@ -40,6 +40,8 @@ def tiny(name: str, root: Path) -> dict:
     spec["training"].update(steps=4, warmup_steps=1, log_every=2, checkpoint_every=4, batch_size=4)
     spec["sampling"].update(steps=2, members=1, sampler="dpmpp_2m", batch_size=4, chunk_size=8)
     spec["evaluation"].update(max_points=2, training_points=1, members=3, log_likelihood="none")
+    if spec["evaluation"].get("compare"):
+        spec["evaluation"]["reference_steps"] = 4
     spec["output"]["dir"] = str(root / "out")
     spec["cluster"]["dashboard"] = False
     return spec
@@ -60,4 +62,18 @@ def test_smoke_run(name, tmp_path):
     assert results["evaluate"]["report"].endswith("report.html")
     if name == "spherical_harmonics":                 # 3D: slices and projections
         assert (out / f"projections_{var}.png").is_file()
+    if name in ("spherical_harmonics", "spectral_lines"):  # deterministic: every floor 0
+        assert (ds["wasserstein_1_floor"].values == 0).all()
+        assert "deterministic" in ds.attrs["noise_floor_method"]
+    if name == "gaussian_field":                      # realizations per run: a floor everywhere
+        assert (ds["n_reference"].values >= 2).all()
+        assert np.isfinite(ds["spectrum_error_floor"].values).all()
+    if name == "lognormal_field":                     # evaluation.compare, in the same dataset
+        assert list(ds["variant"].values) == ["model", "ddpm-4", "hash-encoder"]
+        assert ds["compare_spectrum_error"].dims == ("variant", "case")
+        np.testing.assert_array_equal(ds["compare_spectrum_error"].sel(variant="model").values,
+                                      ds["spectrum_error"].values)
+        assert np.isfinite(ds["compare_wasserstein_1"].values).all()
+        assert (out / "model_hash.ckpt").is_file() and (out / f"comparison_{var}.png").is_file()
+        assert "other generators" in (out / "report.html").read_text()
     print(f"{name}: tiny smoke run {wall:.0f} s")

@@ -8,7 +8,7 @@ them -- a different way per kind, so that the ingest configuration is exercised 
 kind                 field    samples per file                 parameters stored as
 ==================== ======== ================================ ================================
 spherical-harmonics  3D       1                                global attributes
-gaussian-field       2D       1                                scalar coordinates (+ file name)
+gaussian-field       2D       1, or ``--realizations`` (realiz.) scalar coordinates (+ file name)
 lognormal-field      2D       ``--realizations`` (realization) attributes of the field variable
 spectral-lines       1D       ``--runs-per-file`` (run)        1D coordinates along ``run``
 swiss-roll           points   ``--points`` (point)             global attributes
@@ -44,7 +44,8 @@ from rho_workflow.data.netcdf import write_netcdf
 from rho_workflow.data.synthetic import FieldSpec
 from rho_workflow.data.synthetic.climate import CLIMATE_KINDS, write_climate_sweep
 
-__all__ = ["ALL_KINDS", "LAYOUTS", "add_arguments", "run", "main", "write_sweep"]
+__all__ = ["ALL_KINDS", "LAYOUTS", "add_arguments", "run", "main", "write_sweep",
+           "default_realizations"]
 
 ALL_KINDS = synthetic.KINDS + pointdata.POINT_KINDS + CLIMATE_KINDS
 DESIGN_STREAM = 0x5EED
@@ -52,7 +53,7 @@ DESIGN_STREAM = 0x5EED
 #: kind -> (how parameters are stored, name of the in-file sample dimension or None)
 LAYOUTS = {
     "spherical-harmonics": ("global_attribute", None),
-    "gaussian-field": ("scalar_coordinate", None),
+    "gaussian-field": ("scalar_coordinate", None),  # "realization" when realizations > 1
     "lognormal-field": ("variable_attribute", "realization"),
     "spectral-lines": ("coordinate", "run"),
     "swiss-roll": ("global_attribute", "point"),
@@ -84,8 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sweep")
     parser.add_argument("--size", type=int, default=32,
                         help="cells per side of field kinds (heartbeat: sequence length)")
-    parser.add_argument("--realizations", type=int, default=2,
-                        help="lognormal-field: realizations per run (file); climate-*: months per run")
+    parser.add_argument("--realizations", type=int, default=None,
+                        help="lognormal-field (default 2), gaussian-field (default 1): "
+                             "realizations per run (file); climate-*: months per run (default 2)")
     parser.add_argument("--runs-per-file", type=int, default=4,
                         help="spectral-lines: runs stored along the 'run' dimension of a file")
     parser.add_argument("--points", type=int, default=256,
@@ -118,10 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def default_realizations(kind: str, fallback: int = 2) -> int:
+    """Realizations per run when none are asked for: one field per file for ``gaussian-field``
+    (its historical layout, no sample dimension), else ``fallback``."""
+    return 1 if kind == "gaussian-field" else int(fallback)
+
+
 def write_sweep(kind: str, out_dir: str | Path, *, runs: int, seed: int = 0, size: int = 32,
-                realizations: int = 2, runs_per_file: int = 4, points: int = 256,
+                realizations: int | None = None, runs_per_file: int = 4, points: int = 256,
                 packed: bool = False, vary_units: bool = False) -> list[Path]:
     """Write ``runs`` simulation runs of ``kind`` under ``out_dir``; return the file paths.
+
+    ``realizations``: independent fields per run of the stochastic field kinds (a
+    ``realization`` dimension; ``gaussian-field`` has one only when asked for more than one),
+    months per run of the climate kinds; default :func:`default_realizations`.
 
     Raises
     ------
@@ -130,6 +142,7 @@ def write_sweep(kind: str, out_dir: str | Path, *, runs: int, seed: int = 0, siz
     """
     if kind not in ALL_KINDS:
         raise ValueError(f"kind {kind!r} is not one of {ALL_KINDS}")
+    realizations = default_realizations(kind) if realizations is None else realizations
     for name, value in (("--runs", runs), ("--size", size), ("--realizations", realizations),
                         ("--runs-per-file", runs_per_file), ("--points", points)):
         if int(value) < 1:
@@ -146,6 +159,8 @@ def write_sweep(kind: str, out_dir: str | Path, *, runs: int, seed: int = 0, siz
     else:
         design = synthetic.default_points(kind, runs, design_rng)
     layout, sample_dim = LAYOUTS[kind]
+    if kind == "gaussian-field" and realizations > 1:
+        sample_dim = "realization"
     per_file = runs_per_file if kind == "spectral-lines" else 1
     paths = []
     for first in range(0, runs, per_file):
@@ -186,7 +201,7 @@ def _samples(kind: str, point: dict[str, Any], run_id: int, *, seed: int, size: 
         rng = np.random.default_rng([seed, run_id, 0])
         return pointdata.generate_points(kind, point, points, rng=rng, length=size
                                          if kind == "heartbeat" else pointdata.HEARTBEAT_LENGTH)
-    if kind == "lognormal-field":
+    if kind == "lognormal-field" or (kind == "gaussian-field" and realizations > 1):
         fields = []
         for r in range(realizations):
             values, spec = synthetic.generate(kind, point, size=size,

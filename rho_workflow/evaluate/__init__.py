@@ -3,7 +3,8 @@
 Compares generated fields with held-out reference fields; it neither trains nor samples.
 """
 
-from rho_workflow.evaluate.metrics import compare_fields, noise_floor, value_statistics
+from rho_workflow.evaluate.metrics import compare_fields, value_statistics
+from rho_workflow.evaluate.noise_floor import independent_noise_floor, split_noise_floor
 from rho_workflow.evaluate.plots import plot_field_gallery, plot_spectra, plot_value_histograms
 from rho_workflow.evaluate.spectra import (
     model_power_spectrum,
@@ -13,7 +14,7 @@ from rho_workflow.evaluate.spectra import (
 )
 
 __all__ = [
-    "compare_fields", "noise_floor", "value_statistics",
+    "compare_fields", "value_statistics", "independent_noise_floor", "split_noise_floor",
     "plot_field_gallery", "plot_spectra", "plot_value_histograms",
     "model_power_spectrum", "power_spectrum", "shell_bins", "spectrum_error",
 ]

@@ -34,8 +34,7 @@ field's variance over its valid cells. The power spectrum needs the full periodi
 masked grid it is not computed, and ``spectrum_note`` says so (a spectrum of a zero-filled
 field would mix the mask's own spectrum into the field's).
 
-:func:`noise_floor` scores two independent reference sets against each other: the values a
-perfect generator would get with that many samples.
+Noise floors (the scores of a perfect generator) are in :mod:`rho_workflow.evaluate.noise_floor`.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ from scipy import stats
 
 from rho_workflow.evaluate.spectra import power_spectrum, spectrum_error
 
-__all__ = ["compare_fields", "noise_floor", "value_statistics"]
+__all__ = ["compare_fields", "value_statistics"]
 
 
 def _as_samples(name: str, array: np.ndarray) -> np.ndarray:
@@ -151,14 +150,3 @@ def compare_fields(generated: np.ndarray, reference: np.ndarray,
 def _listed(a: np.ndarray) -> list[float | None]:
     """Floats for JSON, with None where a shell is empty (NaN is not valid JSON)."""
     return [float(v) if np.isfinite(v) else None for v in np.asarray(a, dtype=np.float64)]
-
-
-def noise_floor(reference_a: np.ndarray, reference_b: np.ndarray,
-                box_size: float | None = None, *, n_bins: int | None = None) -> dict[str, Any]:
-    """compare_fields(reference_a, reference_b): the score of a perfect generator.
-
-    Split held-out reference fields into two independent halves of the size of the generated
-    set; each metric of :func:`compare_fields` that lies within this floor is as good as
-    sampling noise allows.
-    """
-    return compare_fields(reference_a, reference_b, box_size, n_bins=n_bins)

@@ -46,7 +46,8 @@ from rho_workflow.evaluate.minkowski import minkowski_functionals, peak_counts
 from rho_workflow.evaluate.noise_floor import NoiseFloor, independent_noise_floor, split_noise_floor
 from rho_workflow.evaluate.spectra import power_spectrum
 
-__all__ = ["point_metrics", "metrics_dataset", "metrics_summary", "SCALARS"]
+__all__ = ["point_metrics", "metrics_dataset", "metrics_summary", "SCALARS", "COMPARED",
+           "add_comparison", "comparison_summary"]
 
 #: Scalar scores in the order of the summary table, with whether they are deviations
 #: (ideal 0, floor rescaled to the set sizes, excess = score / floor).
@@ -57,6 +58,9 @@ SCALARS: dict[str, bool] = {
     "minkowski_area_error": True, "minkowski_perimeter_error": True,
     "minkowski_euler_error": True,
 }
+#: Scores stacked over ``variant`` by :func:`add_comparison` (those every grid has first).
+COMPARED = ("spectrum_error", "wasserstein_1", "variance_ratio", "mean_field_rmse",
+            "std_field_rmse", "crps_fair", "minkowski_euler_error")
 _MINKOWSKI = {"area_fraction": "minkowski_area_error", "perimeter_density": "minkowski_perimeter_error",
               "euler_density": "minkowski_euler_error"}
 
@@ -108,7 +112,8 @@ def point_metrics(generated: np.ndarray, reference: np.ndarray, *, box_size: flo
                   field_units: str, length_units: str, bins: int = 40,
                   rng: np.random.Generator | None = None, n_splits: int = 16,
                   reference_b: np.ndarray | None = None,
-                  triangles: Sequence[tuple[int, int, int]] = DEFAULT_TRIANGLES) -> xr.Dataset:
+                  triangles: Sequence[tuple[int, int, int]] = DEFAULT_TRIANGLES,
+                  deterministic: bool = False) -> xr.Dataset:
     """Scores of ``generated`` (N, *grid) against ``reference`` (M, *grid) with noise floors.
 
     Parameters
@@ -128,6 +133,11 @@ def point_metrics(generated: np.ndarray, reference: np.ndarray, *, box_size: flo
     reference_b : ndarray, optional
         A second independent true set: the floor is then its score against ``reference``, at
         ``min(N, len(reference_b))`` fields (method ``independent``).
+    deterministic : bool
+        The simulator has no randomness: every simulated field of the point is the same exact
+        field (checked), and a perfect generator returns ``N`` copies of it. Every floor is the
+        score of those copies (0 for deviations, 1 for the variance ratio), defined also for a
+        single simulated field.
     """
     gen = np.asarray(generated, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
@@ -140,6 +150,16 @@ def point_metrics(generated: np.ndarray, reference: np.ndarray, *, box_size: flo
     rng = np.random.default_rng(0) if rng is None else rng
     second = None if reference_b is None else np.asarray(reference_b, dtype=np.float64)
     ndim, n_gen = gen.ndim - 1, gen.shape[0]
+    if deterministic:
+        spread = float(np.max(np.abs(ref - ref[:1])))
+        scale = float(np.max(np.abs(ref))) or 1.0
+        if spread > 1e-6 * scale:
+            raise ValueError(
+                f"the {ref.shape[0]} simulated fields of this point differ by up to {spread:.3g} "
+                f"(of values up to {scale:.3g}), so the simulations are not deterministic; declare "
+                "evaluation.simulations: stochastic, whose noise floors come from the spread of "
+                "the simulated fields")
+        second = np.repeat(ref[:1], n_gen, axis=0)
     cubic = box_size is not None and len(set(gen.shape[1:])) == 1
     box = box_size if cubic else None
     k_units = f"rad {length_units}-1"
@@ -175,6 +195,9 @@ def point_metrics(generated: np.ndarray, reference: np.ndarray, *, box_size: flo
             ds[f"{name}_floor"] = ((), float(floor.median) if floor is not None else math.nan,
                                    {"units": ds[name].attrs["units"],
                                     "long_name": f"{name} of true fields against true fields"})
+    if deterministic:
+        method = ("deterministic simulations: every floor is the score of a perfect generator, "
+                  f"{n_gen} copies of the exact simulated field (0 for deviations)")
     ds.attrs["noise_floor_method"] = method
     # the one-point PDF
     edges = np.linspace(min(gen.min(), ref.min()), max(gen.max(), ref.max()) + 1e-12, bins + 1)
@@ -192,7 +215,9 @@ def point_metrics(generated: np.ndarray, reference: np.ndarray, *, box_size: flo
         ds["spectrum_reference"] = ("k", p_ref, {"units": p_units})
         with np.errstate(invalid="ignore", divide="ignore"):
             ds["spectrum_ratio"] = ("k", p_gen / p_ref, {"units": "1", "long_name": "P_generated / P_reference"})
-        ratio = lambda a, b: power_spectrum(a, box, ndim=ndim)[1] / power_spectrum(b, box, ndim=ndim)[1] - 1.0
+        def ratio(a, b):
+            with np.errstate(invalid="ignore", divide="ignore"):  # P = 0 at some k: undefined there
+                return power_spectrum(a, box, ndim=ndim)[1] / power_spectrum(b, box, ndim=ndim)[1] - 1.0
         floor = _floor(ratio, ref, n_gen, rng, n_splits, True, second)
         ds["spectrum_ratio_floor"] = ("k", floor.rms if floor is not None else np.full(k.shape, np.nan),
                                       {"units": "1", "long_name": "1-sigma noise floor of P_gen / P_ref - 1"})
@@ -298,3 +323,59 @@ def metrics_summary(ds: xr.Dataset) -> dict[str, Any]:
                    for name in SCALARS if name in ds}
     return {"noise_floor_method": ds.attrs.get("noise_floor_method"), "cases": rows,
             "median": medians}
+
+
+def add_comparison(ds: xr.Dataset, variants: Mapping[str, Sequence[xr.Dataset]],
+                   descriptions: Mapping[str, str]) -> xr.Dataset:
+    """``ds`` (the model's metrics over ``case``) with ``compare_<score>(variant, case)``: the
+    same score of other generators at the same points against the same simulated fields.
+
+    ``variants[label]`` holds the :func:`point_metrics` of one variant per case (same members
+    per point, so the model's ``<score>_floor`` is theirs too); the first variant is
+    ``model`` itself. ``descriptions[label]`` says what each variant is (``model`` included).
+    """
+    labels = ["model", *variants]
+    for label, per in variants.items():
+        if len(per) != ds.sizes["case"]:
+            raise ValueError(f"comparison variant {label!r} has {len(per)} points, the model "
+                             f"{ds.sizes['case']}; score every variant at the same points")
+    out = ds.assign_coords(variant=("variant", np.asarray(labels, dtype=object),
+                                    {"long_name": "generator scored at the same points"}))
+    out["variant_description"] = ("variant", np.asarray([descriptions.get(k, k) for k in labels],
+                                                        dtype=object), {"long_name": "what each variant is"})
+    for name in COMPARED:
+        if name not in ds:
+            continue
+        rows = [ds[name].values] + [np.asarray([float(p[name]) if name in p else math.nan for p in per])
+                                    for per in variants.values()]
+        out[f"compare_{name}"] = (("variant", "case"), np.stack(rows),
+                                  {"units": ds[name].attrs.get("units", "1"),
+                                   "long_name": f"{name} of each variant (its noise floor: {name}_floor)"})
+    return out
+
+
+def comparison_summary(ds: xr.Dataset) -> dict[str, Any] | None:
+    """Per compared score and variant, the median over held-out and over training points,
+    beside the median floor of each; None without a ``variant`` dimension."""
+    if "variant" not in ds.dims:
+        return None
+    seen = ds["seen_in_training"].values.astype(bool)
+    groups = {"held_out": ~seen, "training": seen}
+    out: dict[str, Any] = {"variants": {str(v): str(d) for v, d in zip(
+        ds["variant"].values, ds["variant_description"].values)}, "scores": {}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name in COMPARED:
+            if f"compare_{name}" not in ds:
+                continue
+            values = ds[f"compare_{name}"].values
+            floor = ds[f"{name}_floor"].values
+            entry: dict[str, Any] = {"units": ds[name].attrs.get("units", "1"), "floor": {}}
+            for g, mask in groups.items():
+                entry["floor"][g] = _json(np.nanmedian(floor[mask])) if mask.any() else None
+            for v, row in zip(ds["variant"].values, values):
+                entry[str(v)] = {g: (_json(np.nanmedian(row[mask])) if mask.any() else None)
+                                 for g, mask in groups.items()}
+            out["scores"][name] = entry
+    return out
+

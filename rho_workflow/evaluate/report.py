@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from rho_workflow.atomic import atomic_path
 from rho_workflow.evaluate.point_metrics import SCALARS
 
-__all__ = ["write_report", "summary_table_html"]
+__all__ = ["write_report", "summary_table_html", "comparison_table_html"]
 
 _STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #bbb;padding:3px 6px;text-align:right}
@@ -51,6 +51,27 @@ def summary_table_html(summary: Mapping[str, Any]) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     return ("<div style='overflow-x:auto'><table><tr><th>parameter point</th><th>split</th><th>N gen / N sim</th>"
             f"{head}</tr>{''.join(body)}</table></div>")
+
+
+def comparison_table_html(comparison: Mapping[str, Any]) -> str:
+    """One row per variant (the model first), one column per compared score: the median over
+    held-out points and over training points, the noise floor in the header row."""
+    scores = comparison["scores"]
+    names = list(scores)
+    head = "".join(f"<th colspan='2'>{html.escape(n.replace('_', ' '))}<br><small>"
+                   f"{html.escape('' if scores[n]['units'] in ('', '1') else scores[n]['units'])}</small></th>"
+                   for n in names)
+    sub = "".join("<th>held out</th><th>training</th>" for _ in names)
+    floor = "".join(f"<td>({_fmt(scores[n]['floor']['held_out'])})</td>"
+                    f"<td>({_fmt(scores[n]['floor']['training'])})</td>" for n in names)
+    body = [f"<tr><td class='l'>noise floor</td><td class='l'>two sets of simulations</td>{floor}</tr>"]
+    for variant, description in comparison["variants"].items():
+        cells = "".join(f"<td>{_fmt(scores[n][variant]['held_out'])}</td>"
+                        f"<td>{_fmt(scores[n][variant]['training'])}</td>" for n in names)
+        body.append(f"<tr><td class='l'>{html.escape(variant)}</td>"
+                    f"<td class='l'>{html.escape(description)}</td>{cells}</tr>")
+    return ("<div style='overflow-x:auto'><table><tr><th rowspan='2'>variant</th>"
+            f"<th rowspan='2'>what it is</th>{head}</tr><tr>{sub}</tr>{''.join(body)}</table></div>")
 
 
 def _units(rows: Sequence[Mapping[str, Any]], name: str) -> str:

@@ -18,7 +18,7 @@ from matplotlib.ticker import NullFormatter
 from rho_workflow.evaluate.plots import save_figure
 
 __all__ = ["plot_spectrum_ratios", "plot_pdfs", "plot_minkowski", "plot_metric_map",
-           "plot_projections", "case_label"]
+           "plot_projections", "plot_comparison", "case_label"]
 
 
 def _u(units: str | None) -> str:
@@ -208,3 +208,48 @@ def plot_projections(pairs: Sequence[tuple[np.ndarray, np.ndarray]], labels: Seq
                      location="bottom", label=f"{kind}{_u(units)}")
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def plot_comparison(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> Path:
+    """Each compared score divided by its noise floor, per evaluated point and variant (the
+    model and e.g. 1000-step DDPM or the hash encoder at the same points); the dotted lines
+    at 1 and 2 mark sampling noise. Training points are on the right of the dashed line."""
+    names = [n for n in ("spectrum_error", "wasserstein_1", "mean_field_rmse")
+             if f"compare_{n}" in ds and np.isfinite(ds[f"{n}_floor"].values).any()]
+    if not names:
+        names = [n for n in ("spectrum_error", "wasserstein_1") if f"compare_{n}" in ds][:1]
+    seen = ds["seen_in_training"].values.astype(bool)
+    order = np.concatenate([np.flatnonzero(~seen), np.flatnonzero(seen)])
+    fig, axes = _grid(len(names), width=4.8, height=3.6)
+    markers = "os^Dv<>"
+    for ax, name in zip(axes, names):
+        floor = ds[f"{name}_floor"].values[order]
+        scaled = np.all(np.isfinite(floor) & (floor > 0))
+        for j, variant in enumerate(ds["variant"].values):
+            y = ds[f"compare_{name}"].values[j][order]
+            ax.plot(np.arange(len(order)) + 0.12 * (j - 1), y / floor if scaled else y,
+                    ls="", marker=markers[j % len(markers)], ms=6, label=str(variant))
+        if scaled:
+            for level in (1.0, 2.0):
+                ax.axhline(level, color="0.5", ls=":", lw=1)
+            ax.set_ylabel(f"{name} / noise floor")
+        else:
+            ax.set_ylabel(f"{name}{_u(ds[name].attrs.get('units'))}")
+        if seen.any() and (~seen).any():
+            ax.axvline((~seen).sum() - 0.5, color="0.3", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(order)), labels=[_short_label(ds, int(i)) for i in order], fontsize=7)
+        ax.set_xlabel("point: " + ", ".join(f"{n}{_u(ds[n].attrs.get('units'))}"
+                                            for n in _param_names(ds)), fontsize=8)
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def _short_label(ds: xr.Dataset, case: int) -> str:
+    """``-2.1, 1.3`` over ``held out``: a case's parameter values (units on the axis label)."""
+    c = ds.isel(case=case)
+    values = [c[n].item() for n in _param_names(ds)]
+    text = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values)
+    return text + ("\ntraining" if bool(c["seen_in_training"].item()) else "\nheld out")

@@ -65,13 +65,14 @@ def evaluation_members(refs: list[tuple[dict, np.ndarray]], members: int | None)
 
 
 def evaluation_plan(refs: list[tuple[dict, np.ndarray]], sampling: Any,
-                    param_space: ParamSpace, members: int | None = None) -> SweepPlan:
+                    param_space: ParamSpace, members: int | None = None, *,
+                    sampler: str | None = None, steps: int | None = None) -> SweepPlan:
     """A table sweep at the reference points, ``members`` per point (default: one per
-    reference field)."""
+    reference field), with the pipeline's sampler or ``sampler``/``steps``."""
     members = members or max(len(ix) for _, ix in refs)
     section = SweepRequest(
         grid=None, table=[dict(p) for p, _ in refs], table_units={}, members=members,
-        seed=sampling.seed, sampler=sampling.sampler, steps=sampling.steps,
+        seed=sampling.seed, sampler=sampler or sampling.sampler, steps=steps or sampling.steps,
         guidance=sampling.guidance, allow_extrapolation=True, batch_size=sampling.batch_size,
         chunk_size=sampling.chunk_size)
     return plan_sweep(section, param_space, path="evaluation")
@@ -170,7 +171,10 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
                    bins: int = 50, figures: bool = True,
                    log_likelihood: Mapping[str, Any] | None = None,
                    split: str = "held_out", title: str = "Evaluation",
-                   members_note: str = "", splits: list[str] | None = None) -> dict[str, Any]:
+                   members_note: str = "", splits: list[str] | None = None,
+                   variants: Mapping[str, str | Path] | None = None,
+                   variant_descriptions: Mapping[str, str] | None = None,
+                   deterministic: bool = False) -> dict[str, Any]:
     """Compare generated (``samples_path``, a table sweep at ``refs``) with reference fields
     of ``split``; write ``summary.json``, ``metrics_<var>.nc``, figures and ``report.html``
     under ``out_dir``; return the summary.
@@ -179,7 +183,12 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
     for ``split="train"``; possible for held-out runs of a file split). Metrics are over the
     valid cells of masked fields (:mod:`rho_workflow.evaluate.metrics`), with the fraction of
     values outside the declared ``data.bounds``. ``splits[i]``: the split point ``i`` was
-    taken from, where they differ (training points evaluated beside held-out ones)."""
+    taken from, where they differ (training points evaluated beside held-out ones).
+
+    ``variants``: label -> another table sweep at the same points (same members), e.g. the
+    model sampled by 1000-step DDPM or a twin trained with the hash encoder, scored into the
+    same metrics files (``compare_<score>`` over ``variant``); ``deterministic``: the
+    simulations have no randomness (``evaluation.simulations``)."""
     from rho_workflow.data.store import open_store
     from rho_workflow.evaluate.metrics import compare_fields
     from rho_workflow.workflow.output import udunits
@@ -230,6 +239,8 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         field_units = {v: store.field_attrs.get(v, {}).get("units", "1") for v in store.variables}
         param_units = {p.name: p.units for p in store.param_space.params}
     summary["headline"] = _headline(summary)
+    variant_fields = {label: _read_variant(path, list(pooled), len(refs))
+                      for label, path in (variants or {}).items()}
     _add_likelihoods(summary, log_likelihood)
     if log_likelihood is not None:
         write_netcdf(likelihood_dataset(log_likelihood, refs), out_dir / "log_likelihood.nc",
@@ -241,7 +252,8 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         length_units=udunits(length_units) if length_units else "1", training_points=training,
         title=title, members_note=members_note, bins=bins, figures=figures,
         extra_figures=summary["figures"], grid=_grid_labels(meta),
-        notes=_likelihood_notes(summary))
+        notes=_likelihood_notes(summary), variants=variant_fields,
+        variant_descriptions=variant_descriptions, deterministic=deterministic)
     summary["metrics"] = report["metrics"]
     summary["metrics_files"] = report["files"]
     summary["figures"] = report["figures"] + summary["figures"]
@@ -249,6 +261,16 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
     summary["members"] = members_note
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _read_variant(path: str | Path, variables: list[str], n_cases: int) -> dict[str, list[np.ndarray]]:
+    """The generated fields of a comparison sweep: per variable, one array per case."""
+    with xr.open_dataset(path, decode_times=False) as ds:
+        if ds.sizes.get("case") != n_cases:
+            raise ValueError(f"comparison sweep {path} has {ds.sizes.get('case')} points, the "
+                             f"evaluation {n_cases}; rerun the evaluate stage with --overwrite")
+        return {var: [np.asarray(ds[var].isel(case=c).values, dtype=np.float64)
+                      for c in range(n_cases)] for var in variables}
 
 
 def _gallery(out_dir: Path, var: str, gens: list, ref_list: list, refs: list, meta: Mapping[str, Any],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import uuid
 from pathlib import Path
@@ -38,10 +39,11 @@ def require(path: Path, what: str, stage: str) -> None:
 
 def simulate(section: Any) -> dict[str, Any]:
     """Write the synthetic simulation sweep of the ``simulate`` section."""
-    from rho_workflow.data.make_data import write_sweep
+    from rho_workflow.data.make_data import default_realizations, write_sweep
 
+    realizations = section.realizations or default_realizations(section.kind, 4)
     paths = write_sweep(section.kind, section.out_dir, runs=section.runs, seed=section.seed,
-                        size=section.size, realizations=section.realizations)
+                        size=section.size, realizations=realizations)
     return {"files": len(paths), "out_dir": section.out_dir}
 
 
@@ -239,6 +241,14 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
     sweep = run_sweep(plan, o.checkpoint_path, out_dir / "samples.nc", out_dir / "parts",
                       client=client, resume=resume, complevel=o.complevel, gpu=s.gpu,
                       threads=s.threads, retries=s.retries, attrs=attrs, progress=progress)
+    variants, descriptions, fingerprints = {}, {}, [sweep["fingerprint"]]
+    descriptions["model"] = (f"the model ({config.model.encoder} encoder), {s.sampler} with "
+                             f"{s.steps} steps")
+    for kind in e.compare:
+        label, path, fingerprint, description = _comparison_sweep(
+            kind, config, param_space, refs, members, client, resume, progress)
+        variants[label], descriptions[label] = path, description
+        fingerprints.append(fingerprint)
     likelihood = None
     if e.log_likelihood != "none":
         likelihood = held_out_log_likelihood(client, o.checkpoint_path, o.store_path, refs,
@@ -248,9 +258,67 @@ def evaluate(config: Any, param_space: Any, client: Any, resume: bool,
                              figures=e.figures, log_likelihood=likelihood, split=e.split,
                              title=f"{config.name}: evaluation", members_note=members_note,
                              splits=[e.split if not was_seen or e.split == "train" else "train"
-                                     for was_seen in seen])
+                                     for was_seen in seen],
+                             variants=variants, variant_descriptions=descriptions,
+                             deterministic=e.simulations == "deterministic")
     return {"summary": str(out_dir / "summary.json"), "samples": sweep["output"],
             "points": len(refs), "headline": summary["headline"], "figures": len(summary["figures"]),
             "log_likelihood": (summary.get("log_likelihood") or {}).get("median_bits_per_dim"),
             "report": summary["report"], "members": members, "training_points": sum(seen),
-            "fingerprint": sweep["fingerprint"]}
+            "comparisons": list(variants),
+            "fingerprint": (fingerprints[0] if len(fingerprints) == 1 else
+                            hashlib.sha256("+".join(fingerprints).encode()).hexdigest())}
+
+
+def _comparison_sweep(kind: str, config: Any, param_space: Any, refs: list, members: int,
+                      client: Any, resume: bool, progress: bool) -> tuple[str, Path, str, str]:
+    """One ``evaluation.compare`` variant sampled at the evaluated points: ``ddpm`` (the
+    model, ``reference_steps`` ancestral steps) or ``hash_encoder`` (a twin trained with the
+    SHA-512 hash encoder, checkpoint ``evaluation/model_hash.ckpt``); returns its label, sweep
+    file, fingerprint and description."""
+    from rho_workflow.workflow.evaluation import evaluation_plan
+    from rho_workflow.workflow.output import provenance_attrs
+    from rho_workflow.workflow.sampling import run_sweep
+
+    o, e, s = config.output, config.evaluation, config.sampling
+    out_dir = o.evaluation_dir
+    if kind == "ddpm":
+        label, checkpoint = f"ddpm-{e.reference_steps}", o.checkpoint_path
+        plan = evaluation_plan(refs, s, param_space, members, sampler="ddpm", steps=e.reference_steps)
+        description = (f"the same model, {e.reference_steps}-step ancestral DDPM "
+                       "(the reference the fast sampler is measured against)")
+    else:
+        label, checkpoint = "hash-encoder", out_dir / "model_hash.ckpt"
+        _train_twin(config, client, resume, progress, checkpoint, encoder="hash")
+        plan = evaluation_plan(refs, s, param_space, members)
+        description = (f"a twin trained with the rho-Diffusion SHA-512 hash encoder (same network, "
+                       f"data and training), {s.sampler} with {s.steps} steps")
+    stem = label.split("-")[0]
+    attrs = provenance_attrs(plan, checkpoint_sha256=file_sha256(checkpoint), config=config.to_dict(),
+                             title=f"{config.name}: {description}", institution=o.institution,
+                             command="rho-workflow evaluate")
+    sweep = run_sweep(plan, checkpoint, out_dir / f"samples_{stem}.nc", out_dir / f"parts_{stem}",
+                      client=client, resume=resume, complevel=o.complevel, gpu=s.gpu,
+                      threads=s.threads, retries=s.retries, attrs=attrs, progress=progress)
+    return label, Path(sweep["output"]), sweep["fingerprint"], description
+
+
+def _train_twin(config: Any, client: Any, resume: bool, progress: bool, checkpoint: Path, *,
+                encoder: str) -> None:
+    """Train the pipeline's model again with another encoder into ``checkpoint`` (resumed
+    from it with ``resume``), on the same store and training section."""
+    t = config.training
+    topic = f"rho-train-{uuid.uuid4().hex[:8]}"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    spec = training_spec(config, resume and checkpoint.is_file(), topic)
+    spec = dataclasses.replace(spec, model={**spec.model, "encoder": encoder},
+                               checkpoint=str(checkpoint.resolve()),
+                               metadata={**spec.metadata, "comparison": f"{encoder} encoder twin"})
+    if resume and checkpoint.is_file():
+        from rho_workflow.training.model import TrainedModel
+
+        done = TrainedModel.load(checkpoint, device="cpu")
+        if getattr(done, "step", None) == t.train_config.steps:
+            return
+    with _train_progress(client, topic, t.train_config.steps, progress):
+        _train_one(client, spec, gpu=t.gpu, max_attempts=t.max_attempts)
