@@ -220,7 +220,7 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> P
         names = [n for n in ("spectrum_error", "wasserstein_1") if f"compare_{n}" in ds][:1]
     seen = ds["seen_in_training"].values.astype(bool)
     order = np.concatenate([np.flatnonzero(~seen), np.flatnonzero(seen)])
-    fig, axes = _grid(len(names), width=4.8, height=3.6)
+    fig, axes = _grid(len(names), width=5.2, height=3.8)
     markers = "os^Dv<>"
     for ax, name in zip(axes, names):
         floor = ds[f"{name}_floor"].values[order]
@@ -238,8 +238,8 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> P
         if seen.any() and (~seen).any():
             ax.axvline((~seen).sum() - 0.5, color="0.3", ls="--", lw=1)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(order)), labels=[_short_label(ds, int(i)) for i in order], fontsize=7)
-        ax.set_xlabel("point: " + ", ".join(f"{n}{_u(ds[n].attrs.get('units'))}"
+        ax.set_xticks(range(len(order)), labels=[_short_label(ds, int(i)) for i in order], fontsize=6)
+        ax.set_xlabel("point: " + " / ".join(f"{n}{_u(ds[n].attrs.get('units'))}"
                                             for n in _param_names(ds)), fontsize=8)
         ax.set_title(name.replace("_", " "), fontsize=9)
         ax.legend(fontsize=7)
@@ -248,8 +248,9 @@ def plot_comparison(ds: xr.Dataset, path: str | os.PathLike, *, title: str) -> P
 
 
 def _short_label(ds: xr.Dataset, case: int) -> str:
-    """``-2.1, 1.3`` over ``held out``: a case's parameter values (units on the axis label)."""
+    """A case's parameter values one per line, then ``held out`` or ``train`` (the parameter
+    names and units are on the axis label)."""
     c = ds.isel(case=case)
     values = [c[n].item() for n in _param_names(ds)]
-    text = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values)
-    return text + ("\ntraining" if bool(c["seen_in_training"].item()) else "\nheld out")
+    text = "\n".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in values)
+    return text + ("\ntrain" if bool(c["seen_in_training"].item()) else "\nheld out")
