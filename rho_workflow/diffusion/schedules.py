@@ -200,7 +200,7 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "karras"
         (always includes ``t = T``; ``steps = T`` is the full DDPM chain).
         ``log-snr``: uniform in log-SNR (i.e. in ``log sigma``) between the same bounds as karras.
         ``fitted``: the levels fitted for ``sampler`` and ``steps`` on the exact Gaussian
-        denoiser (:mod:`rho_workflow.diffusion.fitted_levels`), from 80 down to no lower than 0.01.
+        denoiser (:mod:`rho_workflow.diffusion.fitted_levels`), from 80 down to no lower than 0.0101.
     rho : float
         Karras exponent.
     sigma_min, sigma_max : float, optional
