@@ -100,12 +100,14 @@ def _levels(theta: np.ndarray, setup: FitSetup) -> torch.Tensor:
 
 
 def fit_levels(sampler: str, steps: int, setup: FitSetup = FitSetup(),
-               starts: Sequence[float] = (0.01, 0.05)) -> torch.Tensor:
+               starts: Sequence[float] = (0.01, 0.05), fewer: torch.Tensor | None = None) -> torch.Tensor:
     """Levels ``(steps + 1,)`` (ending in 0) that minimise :func:`rms_gain_error` for ``sampler``.
 
-    Each start is the ``log-snr`` spacing from ``sigma_max`` down to one of ``starts``;
-    L-BFGS-B (finite-difference gradients), a Nelder-Mead polish and L-BFGS-B again run from
-    each, and the best result is kept. A few seconds to a minute on one core.
+    The starts are the ``log-snr`` spacings from ``sigma_max`` down to each of ``starts`` and,
+    given ``fewer`` (fitted levels of ``steps - 1`` steps), those levels with their widest gap
+    in ``log sigma`` split in two. L-BFGS-B (finite-difference gradients), a Nelder-Mead polish
+    and L-BFGS-B again run from each, and the best result is kept. Seconds to a minute on one
+    core.
     """
     from scipy.optimize import minimize
 
@@ -116,9 +118,18 @@ def fit_levels(sampler: str, steps: int, setup: FitSetup = FitSetup(),
         value = rms_gain_error(sampler, _levels(theta, setup), setup)
         return value if math.isfinite(value) else 1e3
 
+    thetas = [np.full(steps - 1, math.log(math.log(setup.sigma_max / max(end, setup.sigma_floor)) / (steps - 1)))
+              for end in starts]
+    if fewer is not None:
+        gaps = list(-np.diff(np.log(np.asarray(fewer[:-1], dtype=np.float64))))
+        if len(gaps) != steps - 2:
+            raise ValueError(f"fit_levels: fewer must hold the {steps - 1}-step levels ({steps} values), "
+                             f"got {len(gaps) + 2}")
+        wide = int(np.argmax(gaps))
+        gaps[wide:wide + 1] = [gaps[wide] / 2, gaps[wide] / 2]
+        thetas.append(np.log(np.maximum(gaps, 1e-12)))
     best = None
-    for end in starts:
-        theta = np.full(steps - 1, math.log(math.log(setup.sigma_max / max(end, setup.sigma_floor)) / (steps - 1)))
+    for theta in thetas:
         res = minimize(objective, theta, method="L-BFGS-B")
         res = minimize(objective, res.x, method="Nelder-Mead",
                        options={"maxiter": 200 * steps, "xatol": 1e-6, "fatol": 1e-12, "adaptive": True})
@@ -170,10 +181,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     levels: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for name in args.samplers:
-        levels[name] = {}
-        for steps in args.steps:
+        levels[name], previous = {}, None
+        for steps in sorted(args.steps):
             t1 = time.perf_counter()
-            sigmas = fit_levels(name, steps, setup)
+            sigmas = fit_levels(name, steps, setup, fewer=previous if previous is not None
+                                and len(previous) == steps else None)
+            previous = sigmas
             log_snr = torch.exp(torch.linspace(math.log(setup.sigma_max), math.log(setup.sigma_floor), steps,
                                                dtype=torch.float64))
             baseline = rms_gain_error(name, torch.cat([log_snr, torch.zeros(1, dtype=torch.float64)]), setup)
@@ -188,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "fitted_with": {"command": "python -m rho_workflow.diffusion.fitted_levels", "setup": asdict(setup),
                         "objective": "RMS over lam of g(lam)/g_exact(lam) - 1, the relative gain error of each "
                                      "mode of N(0, diag(lam)) against the exact probability-flow solution",
-                        "optimizer": "scipy L-BFGS-B, Nelder-Mead, L-BFGS-B from log-snr starts",
+                        "optimizer": "scipy L-BFGS-B, Nelder-Mead, L-BFGS-B from log-snr starts and from "
+                                     "the fit of one step fewer with its widest gap split",
                         "git_commit": _git_commit(), "date": time.strftime("%Y-%m-%d"),
                         "seconds": round(time.perf_counter() - t0)},
         "levels": levels,
