@@ -94,7 +94,7 @@ def _levels(theta: np.ndarray, setup: FitSetup) -> torch.Tensor:
     room = math.log(setup.sigma_max / setup.sigma_floor)
     steps = steps * min(1.0, room / steps.sum())
     log_sigma = math.log(setup.sigma_max) - np.concatenate([[0.0], np.cumsum(steps)])
-    levels = torch.from_numpy(np.exp(log_sigma))
+    levels = torch.from_numpy(np.exp(log_sigma)).clamp(min=setup.sigma_floor)  # not below it by rounding
     levels[0] = setup.sigma_max
     return torch.cat([levels, torch.zeros(1, dtype=torch.float64)])
 

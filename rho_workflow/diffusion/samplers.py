@@ -217,7 +217,7 @@ def sample_heun(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, con
 
 
 def _unipc_weights(h: float, r: Sequence[float], variant: str) -> list[float]:
-    """The weights ``rho`` of UniPC's differences, Zhao et al. 2023 eq. (6) and Appendix C (B(h) forms).
+    """The weights ``rho`` of UniPC's differences: the order conditions of Zhao et al. 2023, Theorem 3.1.
 
     ``r`` are the distances ``(lambda_j - lambda_t) / h`` of the levels used, the last one the
     target level itself (``r = 1``) in a corrector. With ``z = -h`` (data prediction),
@@ -241,16 +241,16 @@ def _unipc_weights(h: float, r: Sequence[float], variant: str) -> list[float]:
 def sample_unipc(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, cond: torch.Tensor | None = None,
                  generator: BatchGenerator | None = None, callback: Callback = None, order: int = 3,
                  variant: str = "bh2", corrector: bool = True) -> torch.Tensor:
-    """UniPC, Zhao et al. 2023 (NeurIPS), Algorithm 2: the UniP-p predictor with the UniC corrector.
+    """UniPC, Zhao et al. 2023 (NeurIPS), Sec. 3: the UniP-p predictor with the UniC-p corrector.
 
     Data-prediction multistep solver in ``lambda = -log sigma`` (VE form, as DPM-Solver++).
     Step ``t -> s`` (``h = log(t/s)``) from the last ``order`` denoised values ``m_0`` (at
     ``t``) and ``m_j`` (at ``lambda_j``, ``r_j = (lambda_j - lambda_t)/h < 0``):
 
-    * predictor UniP: ``x~_s = (s/t) x_t - expm1(-h) m_0 - B(h) sum_j rho_j D_j`` with
+    * predictor UniP (Corollary 3.2): ``x~_s = (s/t) x_t - expm1(-h) m_0 - B(h) sum_j rho_j D_j`` with
       ``D_j = (m_j - m_0)/r_j`` (:func:`_unipc_weights`; for order 2 the paper's
       ``rho = 1/2``, which with ``bh2`` is DPM-Solver++(2M));
-    * corrector UniC: the denoiser's value ``m_s = D(x~_s, s)``, needed anyway by the next
+    * corrector UniC (Theorem 3.1): the denoiser's value ``m_s = D(x~_s, s)``, needed anyway by the next
       step, adds one more difference ``D_s = m_s - m_0`` (``r = 1``) and the same formula with
       weights of one order higher gives ``x_s``; ``m_s`` is kept as the value at ``s``. The
       corrector raises the order by one and costs no network call.
@@ -268,8 +268,8 @@ def sample_unipc(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, co
     order : {1, 2, 3}
         Order of the predictor (the corrector adds one).
     variant : {"bh1", "bh2"}
-        ``B(h) = h`` or ``expm1(h)`` of Zhao et al. Sec. 3.3; they recommend ``bh1`` for
-        unconditional sampling with very few steps and ``bh2`` otherwise.
+        ``B(h) = h`` or ``expm1(h)`` (Zhao et al.'s two choices of ``B(h)``; they recommend
+        ``bh1`` for unconditional sampling with very few steps and ``bh2`` otherwise).
     corrector : bool
         ``False`` is the predictor alone, UniP-p.
     """
@@ -284,7 +284,7 @@ def sample_unipc(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, co
     for i, (t, s) in enumerate(zip(levels[:-1], levels[1:])):
         _report(callback, i, x, t, denoised)
         history = [(denoised, -math.log(t))] + history[:order - 1]
-        if s == 0:  # Algorithm 2 ends with the data prediction at the last level
+        if s == 0:  # the data prediction at the last level
             x = denoised
             break
         h, lam_t, m_0 = math.log(t / s), -math.log(t), history[0][0]
@@ -309,7 +309,7 @@ def sample_unipc(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, co
 def sample_unipc_bh1(denoiser: Denoise, x: torch.Tensor, sigmas: torch.Tensor, *, cond: torch.Tensor | None = None,
                      generator: BatchGenerator | None = None, callback: Callback = None, order: int = 3,
                      corrector: bool = True) -> torch.Tensor:
-    """UniPC with ``B(h) = h`` (Zhao et al. 2023, Sec. 3.3, variant ``bh1``): :func:`sample_unipc`."""
+    """UniPC with ``B(h) = h`` (Zhao et al. 2023, variant ``bh1``): :func:`sample_unipc`."""
     return sample_unipc(denoiser, x, sigmas, cond=cond, generator=generator, callback=callback, order=order,
                         variant="bh1", corrector=corrector)
 
