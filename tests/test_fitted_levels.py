@@ -7,6 +7,7 @@ Gaussian mixture, whose exact denoiser is known too (tests/gaussian.py).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -16,13 +17,14 @@ import torch
 
 from gaussian import GaussianMixture
 from rho_workflow.api import RhoModel
-from rho_workflow.diffusion.fitted_levels import FitSetup, fit_levels, fitted_table, rms_gain_error
+from rho_workflow.diffusion.fitted_levels import DATA_PATH, FitSetup, fit_levels, fitted_table, rms_gain_error
 from rho_workflow.diffusion.random import BatchGenerator
 from rho_workflow.diffusion.samplers import SAMPLERS, get_sampler, prior
 from rho_workflow.diffusion.schedules import make_schedule, sampling_sigmas
 from rho_workflow.params import Parameter, ParamSpace
 
 TABLE = fitted_table()
+RECORDS = json.loads(DATA_PATH.read_text())["levels"]
 SETUP = FitSetup()
 ENTRIES = [(name, steps) for name in sorted(TABLE) for steps in sorted(TABLE[name])]
 
@@ -46,6 +48,8 @@ def test_stored_levels_are_valid_and_beat_log_snr_on_their_objective(name, steps
     assert bool((levels[1:] < levels[:-1]).all()) and float(levels[-2]) >= SETUP.sigma_floor
     fitted, baseline = rms_gain_error(name, levels), rms_gain_error(name, _log_snr(steps))
     assert fitted < 0.6 * baseline, (fitted, baseline)  # the least gain: 1.9x, dpmpp_2m at 5 steps
+    # the sampler still is the one the levels were fitted for: the recorded objective is reproduced
+    assert fitted == pytest.approx(RECORDS[name][str(steps)]["rms_gain_error"], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
