@@ -26,7 +26,7 @@ KEYS = {
     "preprocess": {"benchmark", "machine", "smoke", "sweep", "baseline", "preprocess",
                    "throughput_ratio_vs_baseline", "goal", "goal_met", "stats_agree"},
     "sampler_nfe": {"benchmark", "machine", "smoke", "args", "training", "noise_floor", "rows",
-                    "goals", "seed_spread_25_nfe", "exact_denoiser"},
+                    "goals", "seed_spread_25_nfe", "exact_denoiser", "exact_denoiser_setup"},
     "sweep_scaling": {"machine", "smoke", "runs", "ratios", "goals", "sweep", "large_sweep"},
     "train_throughput": {"benchmark", "machine", "smoke", "steps_timed", "rows", "reference"},
     "likelihood": {"machine"},

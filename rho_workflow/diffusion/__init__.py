@@ -14,14 +14,16 @@ from rho_workflow.diffusion.losses import denoising_loss, loss_weight, sample_tr
 from rho_workflow.diffusion.precond import Denoiser, GuidedDenoiser, guided
 from rho_workflow.diffusion.random import BatchGenerator, derive_seed
 from rho_workflow.diffusion.samplers import (SAMPLERS, get_sampler, nfe, prior, sample_ddim, sample_ddpm,
-                                             sample_dpmpp_2m, sample_dpmpp_3m, sample_heun)
+                                             sample_dpmpp_2m, sample_dpmpp_3m, sample_heun, sample_unipc,
+                                             sample_unipc_bh1)
 from rho_workflow.diffusion.schedules import NoiseSchedule, make_schedule, sampling_sigmas
 
 __all__ = [
     "NoiseSchedule", "make_schedule", "sampling_sigmas",
     "Denoiser", "GuidedDenoiser", "guided",
     "loss_weight", "sample_training_sigmas", "denoising_loss",
-    "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_heun", "SAMPLERS", "get_sampler", "nfe", "prior",
+    "sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "sample_dpmpp_3m", "sample_heun", "sample_unipc",
+    "sample_unipc_bh1", "SAMPLERS", "get_sampler", "nfe", "prior",
     "BatchGenerator", "derive_seed",
     "log_prob", "variational_bound", "ode_log_prob", "null_log_prob", "gaussian_entropy_diagnostics",
     "LogProb", "BoundResult", "EntropyDiagnostics", "ODEIntegrationError",

@@ -180,11 +180,12 @@ def make_schedule(name: str, T: int = 1000, **kw: float) -> NoiseSchedule:
 
 # -- noise levels for sampling --------------------------------------------------------------------
 
-SPACINGS = ("karras", "discrete", "log-snr")
+SPACINGS = ("karras", "discrete", "log-snr", "fitted")
 
 
 def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "karras", rho: float = 7.0,
-                    sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+                    sigma_min: float | None = None, sigma_max: float | None = None,
+                    sampler: str | None = None) -> torch.Tensor:
     """Decreasing noise levels ``sigma_0 > ... > sigma_{steps-1} > sigma_steps = 0`` (Karras et al. 2022, eq. 5).
 
     Parameters
@@ -192,22 +193,28 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "karras"
     schedule : NoiseSchedule
     steps : int
         Number of sampling steps (>= 1); the result has ``steps + 1`` levels.
-    spacing : {"karras", "discrete", "log-snr"}
+    spacing : {"karras", "discrete", "log-snr", "fitted"}
         ``karras``: EDM eq. 5, ``(smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho``,
         between ``schedule.sigma_min`` and ``min(schedule.sigma_max, 80)`` by default.
         ``discrete``: the schedule's own sigmas at ``steps`` evenly spaced timesteps, trailing
         (always includes ``t = T``; ``steps = T`` is the full DDPM chain).
         ``log-snr``: uniform in log-SNR (i.e. in ``log sigma``) between the same bounds as karras.
+        ``fitted``: the levels fitted for ``sampler`` and ``steps`` on the exact Gaussian
+        denoiser (:mod:`rho_workflow.diffusion.fitted_levels`), from 80 down to no lower than 0.0101.
     rho : float
         Karras exponent.
     sigma_min, sigma_max : float, optional
-        Override the bounds of ``karras`` and ``log-snr`` (not allowed with ``discrete``).
+        Override the bounds of ``karras`` and ``log-snr`` (not allowed with ``discrete`` or ``fitted``).
+    sampler : str, optional
+        The sampler the levels are for; needed by ``fitted`` only.
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown sigma spacing {spacing!r}; valid spacings are {list(SPACINGS)}")
     if int(steps) != steps or steps < 1:
         raise ValueError(f"sampling steps must be an integer >= 1, got {steps}")
     steps = int(steps)
+    if spacing == "fitted":
+        return _fitted(schedule, steps, sampler, sigma_min, sigma_max)
     if spacing == "discrete":
         if sigma_min is not None or sigma_max is not None:
             raise ValueError("spacing 'discrete' uses the schedule's own noise levels; sigma_min/sigma_max "
@@ -235,3 +242,21 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "karras"
         if steps > 1:
             levels[-1] = lo
     return torch.cat([levels.to(torch.float64), torch.zeros(1, dtype=torch.float64)])
+
+
+def _fitted(schedule: NoiseSchedule, steps: int, sampler: str | None, sigma_min: float | None,
+            sigma_max: float | None) -> torch.Tensor:
+    """The stored fitted levels, checked to lie within the schedule's noise levels."""
+    from rho_workflow.diffusion.fitted_levels import fitted_sigmas
+
+    if sigma_min is not None or sigma_max is not None:
+        raise ValueError("spacing 'fitted' uses stored noise levels; sigma_min/sigma_max cannot be set with "
+                         "it (use spacing 'karras' or 'log-snr')")
+    levels = fitted_sigmas(sampler, steps)
+    lo, hi = float(levels[-2]), float(levels[0])
+    if lo < schedule.sigma_min * (1 - 1e-9) or hi > schedule.sigma_max:
+        raise ValueError(f"spacing 'fitted': the levels of {sampler} with {steps} steps span [{lo:.4g}, {hi:.4g}], "
+                         f"outside the noise levels [{schedule.sigma_min:.4g}, {schedule.sigma_max:.4g}] of the "
+                         f"{schedule.name!r} schedule (T={schedule.T}) the model was trained on; use spacing "
+                         "'log-snr'")
+    return levels

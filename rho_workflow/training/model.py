@@ -237,9 +237,11 @@ class TrainedModel:
                       observe: Any = None, cg_iters: int = 20, **sampler_options: Any) -> np.ndarray:
         """One field per (point, seed), shape ``(B, C, *spatial)``.
 
-        ``sampler`` is one of ``ddpm``, ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``heun``; ``steps`` the number of
-        noise levels (``ddpm`` with ``steps == T`` is Ho et al.'s full chain); ``guidance`` the
-        classifier-free guidance scale (0: the calibrated conditional density). Values come back
+        ``sampler`` is one of ``ddpm``, ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``heun``, ``unipc``,
+        ``unipc_bh1``; ``spacing`` that of its noise levels (its registry default when None; ``fitted``
+        for the levels fitted on the exact Gaussian denoiser); ``steps`` the number of noise levels
+        (``ddpm`` with ``steps == T`` is Ho et al.'s full chain); ``guidance`` the classifier-free
+        guidance scale (0: the calibrated conditional density). Values come back
         in physical units (``physical=False``: normalized), NaN at masked points.
 
         ``observe`` conditions the fields on observations (one or a list): a
@@ -264,7 +266,7 @@ class TrainedModel:
         spacing = spacing or spec.spacing
         for problem in spec.warnings(steps, spacing, self.schedule.name):
             warnings.warn(problem, stacklevel=2)
-        sigmas = sampling_sigmas(self.schedule, steps, spacing=spacing)
+        sigmas = sampling_sigmas(self.schedule, steps, spacing=spacing, sampler=sampler)
         cond_all = (torch.from_numpy(self.param_space.to_array(list(points), allow_extrapolation))
                     if len(self.param_space) else None)
         lin_obs, log_r = prepare_observations(self, observe)
