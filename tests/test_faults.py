@@ -93,8 +93,9 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120, what: str 
 
 
 def chunks_done(out: Path) -> int:
-    manifest = out / "parts" / "manifest.json"
-    return len(json.loads(manifest.read_text())["chunks"]) if manifest.is_file() else 0
+    from rho_workflow.workflow.manifest import recorded_chunks
+
+    return len(recorded_chunks(out / "parts" / "manifest.json"))
 
 
 def checkpoint_step(path: Path) -> int:

@@ -76,10 +76,12 @@ def chunk_work(plan: Any, chunk: Any) -> dict[str, Any]:
 
 
 def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256: str,
-                 options: Mapping[str, Any], part_path: str, dtype: str = "float32",
+                 options: Mapping[str, Any], part_path: str | None = None, dtype: str = "float32",
                  threads: int | None = 1, device: str = "cpu",
-                 progress_topic: str | None = None) -> dict[str, Any]:
-    """Sample one chunk in its fixed micro-batches; write its part atomically.
+                 progress_topic: str | None = None, region: Any = None,
+                 verify: str | None = None) -> dict[str, Any]:
+    """Sample one chunk in its fixed micro-batches; write its part atomically, or its region
+    of the sweep's zarr store.
 
     Parameters
     ----------
@@ -91,31 +93,50 @@ def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when this worker has it).
     part_path : str
         Where the part (``.npy`` of shape ``(n, C, *spatial)``, physical units) goes.
+    region : RegionStore, optional
+        Instead of a part, write the samples into this store
+        (:mod:`rho_workflow.workflow.regions`).
+    verify : str, optional
+        With ``region``: the SHA-256 recorded for this region by an earlier run. When the
+        stored values still hash to it nothing is sampled (``verified: True``); otherwise the
+        region is sampled and written again.
 
     Returns
     -------
     dict
-        ``index``, ``start``, ``stop``, ``path`` (file name), ``bytes``, ``sha256``,
-        ``seconds``, ``worker``.
+        ``index``, ``start``, ``stop``, ``path`` (file name; ``region: True`` instead for a
+        region), ``bytes``, ``sha256``, ``seconds``, ``write_seconds``, ``worker``, and
+        ``verified`` for a region found intact.
     """
     t0 = time.perf_counter()
+    start, stop = int(work["start"]), int(work["stop"])
+    worker = _current_worker()
+    where = {"index": int(work["index"]), "start": start, "stop": stop,
+             "worker": worker.address if worker is not None else f"pid:{os.getpid()}"}
+    if region is not None and verify is not None and region.sha256(start, stop) == verify:
+        log_progress(progress_topic, {"kind": "chunk", "index": where["index"], "n": stop - start})
+        return {**where, "region": True, "verified": True, "sha256": verify,
+                "seconds": time.perf_counter() - t0, "write_seconds": 0.0}
     set_torch_threads(threads)
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = cached_model(checkpoint, checkpoint_sha256, device)
-    start, stop = int(work["start"]), int(work["stop"])
     out = np.empty((stop - start, *model.field_shape), dtype=dtype)
     points, seeds = work["points"], work["seeds"]
     for a, b in work["batches"]:
         i, j = a - start, b - start
         out[i:j] = model.sample_seeded(points[i:j], seeds[i:j], batch_size=j - i, **dict(options))
-    info = atomic_save_npy(part_path, out)
-    worker = _current_worker()
-    result = {"index": int(work["index"]), "start": start, "stop": stop,
-              "path": Path(part_path).name, **info, "seconds": time.perf_counter() - t0,
-              "worker": worker.address if worker is not None else f"pid:{os.getpid()}"}
+    t1 = time.perf_counter()
+    if region is not None:
+        info = {"region": True, **region.write(start, stop, out)}
+    elif part_path is not None:
+        info = {"path": Path(part_path).name, **atomic_save_npy(part_path, out)}
+    else:
+        raise ValueError("sample_chunk needs part_path or region: where the samples go")
+    result = {**where, **info, "seconds": time.perf_counter() - t0,
+              "write_seconds": time.perf_counter() - t1}
     log_progress(progress_topic, {"kind": "chunk", "index": result["index"], "n": stop - start})
     return result
 
