@@ -78,8 +78,10 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
         ``output``, ``n_samples``, ``chunks_run``, ``chunks_skipped``, ``seconds`` (sampling),
         ``samples_per_second``, ``prepare_seconds`` (zarr: the store's metadata, before the
         tasks), ``consolidate_seconds`` (this process's work on the output after the tasks),
-        ``record_seconds`` (this process's time recording finished chunks), ``workers``
-        (addresses used), ``netcdf_copy`` and ``netcdf_copy_seconds`` when asked.
+        ``record_seconds`` (this process's time recording finished chunks),
+        ``task_seconds`` and ``write_seconds`` (summed over the tasks run: all, and writing
+        their part or region), ``workers`` (addresses used), ``netcdf_copy`` and
+        ``netcdf_copy_seconds`` when asked.
     """
     if fmt not in FORMATS:
         raise ValueError(f"output.format {fmt!r} is not one of {list(FORMATS)}")
@@ -125,13 +127,15 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
     t0 = time.perf_counter()
     workers: set[str] = set()
     ran: list[int] = []
-    record_seconds = 0.0
+    record_seconds = task_seconds = write_seconds = 0.0
     for results in _run_chunks(plan, todo, client, kwargs, target, key=fp[:10],
                                retries=retries, gpu=gpu):
         t_record = time.perf_counter()
         finished = {r["index"]: r for r in results if not r.get("verified")}
         manifest.record_many(finished)
         ran.extend(finished)
+        task_seconds += sum(r["seconds"] for r in finished.values())
+        write_seconds += sum(r.get("write_seconds", 0.0) for r in finished.values())
         done.extend(r["index"] for r in results if r.get("verified"))
         workers.update(r["worker"] for r in results)
         bar.update(len(results))
@@ -158,7 +162,8 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
             "chunks": len(plan.chunks), "chunks_run": len(ran), "chunks_skipped": len(done),
             "seconds": seconds, "samples_per_second": n_run / seconds if seconds > 0 and n_run else 0.0,
             "prepare_seconds": prepare_seconds, "consolidate_seconds": consolidate_seconds,
-            "record_seconds": record_seconds, "workers": sorted(workers),
+            "record_seconds": record_seconds, "task_seconds": task_seconds,
+            "write_seconds": write_seconds, "workers": sorted(workers),
             "checkpoint_sha256": sha, "fingerprint": fp, **summary}
 
 
