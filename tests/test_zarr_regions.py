@@ -93,16 +93,28 @@ def test_identical_across_workers_and_chunk_sizes(checkpoint, netcdf_output, tmp
         assert zr["density"].encoding["chunks"] == (1, 1, 2, 8, 8)
 
 
-def test_member_chunk_never_splits_a_task_boundary():
-    from rho_workflow.workflow.regions import member_chunk
+@pytest.mark.parametrize("field_bytes", [256, 4096, 1 << 20])
+def test_store_chunks_never_straddle_a_task_boundary(field_bytes):
+    """A chunk of ``p`` points x ``m`` members holds ``b = p * m`` consecutive samples; with
+    ``m`` dividing the members (and ``p > 1`` only with all members, ``p`` dividing the axis)
+    chunk boundaries fall at the multiples of ``b``, so ``b`` must divide ``chunk_size``."""
+    from rho_workflow.workflow.regions import TARGET_CHUNK_BYTES, chunk_shape
 
-    for members in range(1, 40):
-        for chunk_size in range(1, 70):
-            m = member_chunk(members, chunk_size)
-            assert 1 <= m <= 16 and members % m == 0 and chunk_size % m == 0
-            for boundary in range(0, 3 * members * chunk_size, chunk_size):
-                assert (boundary % members) % m == 0
-    assert member_chunk(8, 64) == 8 and member_chunk(32, 64) == 16 and member_chunk(3, 4) == 1
+    for last in (1, 2, 3, 6):
+        for members in (1, 2, 3, 4, 8, 10, 16, 32):
+            for chunk_size in (1, 2, 4, 6, 16, 24, 64, 4096):
+                plan = plan_sweep(sampling(grid={"index": [-2.0], "amplitude": list(
+                    np.linspace(0.5, 2.0, last))}, members=members, batch_size=1,
+                    chunk_size=chunk_size), SPACE)
+                p, m = chunk_shape(plan, field_bytes)
+                b = p * m
+                assert chunk_size % b == 0 and members % m == 0 and last % p == 0
+                assert p == 1 or m == members
+                assert b == 1 or b * field_bytes <= TARGET_CHUNK_BYTES
+    plan = plan_sweep(sampling(grid={"index": [-2.0], "amplitude": list(np.linspace(0.5, 2, 80))},
+                               members=16, batch_size=16, chunk_size=4096), SPACE)
+    assert chunk_shape(plan, 1024) == (16, 16)  # 256 fields of 1 kB: 16 points of 16 members
+    assert chunk_shape(plan, 1 << 20) == (1, 1)  # 1 MB fields: one each
 
 
 def test_sealing_reads_no_field_data(checkpoint, tmp_path):  # noqa: F811

@@ -7,7 +7,7 @@ With ``output.format: zarr`` no data passes through the driver. The sweep runs i
    sweep's manifest, atomically (a store is either absent or fully described).
 2. **Write** (tasks, in parallel): :meth:`RegionStore.write` writes the samples ``start ..
    stop - 1`` of one chunk and returns the SHA-256 of the values written, which the driver
-   appends to the manifest's journal. Regions are chunk-aligned (:func:`member_chunk`), so
+   appends to the manifest's journal. Regions are chunk-aligned (:func:`chunk_shape`), so
    no two tasks ever write the same zarr chunk and no lock is needed; every zarr chunk is
    written whole, by an atomic rename (zarr's local store), so a worker killed mid-write
    leaves whole old or whole new chunks, in a region the manifest does not record as done.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -43,13 +44,15 @@ from rho_workflow.atomic import atomic_dir
 from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.workflow.sweep import SweepPlan
 
-__all__ = ["RegionStore", "member_chunk", "create_region_store", "open_region_store",
+__all__ = ["RegionStore", "chunk_shape", "create_region_store", "open_region_store",
            "open_finished_store", "seal_region_store", "RegionStoreError", "netcdf_copy", "region_store_digest", "regions_sha256",
            "REGIONS_ATTR", "FINGERPRINT_ATTR"]
 
-#: Largest number of members in one zarr chunk (with the spatial field whole): chunks of a
-#: few fields, the layout of the netCDF output.
-MAX_MEMBER_CHUNK = 16
+logger = logging.getLogger("rho_workflow")
+
+#: Bytes of field data a zarr chunk aims at (at most; at least one field): large enough that
+#: a sweep of small fields is not millions of tiny files, small enough to read one chunk.
+TARGET_CHUNK_BYTES = 1 << 20
 #: Root attribute of a finished region-written store: SHA-256 of its regions' hashes.
 REGIONS_ATTR = "rho_regions_sha256"
 #: Root attribute: the fingerprint of the sweep (plan, checkpoint, dtype, output units) the
@@ -61,17 +64,26 @@ class RegionStoreError(RhoWorkflowError, RuntimeError):
     """A zarr sweep store is not what the sweep needs (missing, or not written by region)."""
 
 
-def member_chunk(members: int, chunk_size: int) -> int:
-    """Members per zarr chunk: the largest divisor of ``gcd(members, chunk_size)`` up to
-    :data:`MAX_MEMBER_CHUNK`.
+def chunk_shape(plan: SweepPlan, field_bytes: int) -> tuple[int, int]:
+    """``(points, members)`` of a zarr chunk along the last two sample dims (the last
+    parameter, or the table's cases, and ``member``); 1 along the others, whole fields.
 
-    A task writes samples ``j * chunk_size .. (j + 1) * chunk_size - 1``; sample ``i`` is
-    member ``i % members`` of point ``i // members``, and a zarr chunk holds ``m`` consecutive
-    members of one point. Every task boundary falls on a zarr chunk boundary exactly when
-    ``m`` divides both ``members`` and ``chunk_size``, so that tasks never share a chunk.
+    A task writes samples ``j * chunk_size .. (j + 1) * chunk_size - 1`` (C order: sample
+    ``i`` is member ``i % members`` of point ``i // members``). A chunk of ``m`` members of
+    one point, or of ``p`` points along the last axis with all their members, holds
+    ``b = m`` or ``b = p * members`` consecutive samples; every task boundary falls on a chunk
+    boundary exactly when ``b`` divides ``chunk_size`` (and ``m`` the members, ``p`` the
+    axis), so that no two tasks share a chunk. Of those, the largest with ``b * field_bytes
+    <= TARGET_CHUNK_BYTES`` (one field at least).
     """
-    g = math.gcd(int(members), int(chunk_size))
-    return max(d for d in range(1, min(g, MAX_MEMBER_CHUNK) + 1) if g % d == 0)
+    members, size = int(plan.members), int(plan.chunk_size)
+    last = int(plan.shape[-2])
+    candidates = [(1, m) for m in range(1, members + 1) if members % m == 0 and size % m == 0]
+    if size % members == 0:
+        candidates += [(p, members) for p in range(2, last + 1)
+                       if last % p == 0 and size % (p * members) == 0]
+    fitting = [c for c in candidates if c[0] * c[1] * field_bytes <= TARGET_CHUNK_BYTES]
+    return max(fitting or [(1, 1)], key=lambda c: c[0] * c[1])
 
 
 @dataclass(frozen=True)
@@ -174,7 +186,7 @@ def create_region_store(path: str | os.PathLike, plan: SweepPlan, metadata: Mapp
     """Write the metadata, coordinates and attributes of a sweep's zarr store (no field
     data: unwritten chunks read as NaN), atomically; return the :class:`RegionStore`.
 
-    Field arrays are chunked ``(1, ..., 1, member_chunk, *spatial)``. ``fingerprint`` is
+    Field arrays are chunked ``(1, ..., 1, points, members, *spatial)`` (:func:`chunk_shape`). ``fingerprint`` is
     kept in the store's attributes (:data:`FINGERPRINT_ATTR`), so that a resumed sweep
     reuses only a store made for it.
     """
@@ -188,16 +200,27 @@ def create_region_store(path: str | os.PathLike, plan: SweepPlan, metadata: Mapp
     dims = _dims(plan, metadata)
     spatial_shape = tuple(len(template[d]) for d in metadata["spatial"]["dims"])
     full_shape = (*plan.shape, *spatial_shape)
-    chunks = (*([1] * (len(plan.shape) - 1)), member_chunk(plan.members, plan.chunk_size),
-              *spatial_shape)
+    field_bytes = math.prod(spatial_shape) * np.dtype(dtype).itemsize
+    points, members = chunk_shape(plan, field_bytes)
+    chunks = (*([1] * (len(plan.shape) - 2)), points, members, *spatial_shape)
+    n_chunks = plan.n_samples // (points * members)
+    if n_chunks > 10_000 and points * members * field_bytes < (64 << 10):  # many tiny files
+        logger.warning("zarr sweep: a chunk of the store holds %d field(s) (%d kB): task "
+                       "boundaries must fall on chunk boundaries, and sampling.chunk_size (%d) "
+                       "and members (%d) allow no more; a chunk_size that is a multiple of "
+                       "members gives larger chunks", points * members,
+                       points * members * field_bytes // 1000, plan.chunk_size, plan.members)
     ds = template.copy()
     if fingerprint is not None:
         ds.attrs[FINGERPRINT_ATTR] = fingerprint
+    encoding = {}
     for f in metadata["fields"]:
-        data = da.full(full_shape, np.nan, dtype=dtype, chunks=chunks)
+        # one lazy block, never computed: the graph does not grow with the store's chunks
+        data = da.full(full_shape, np.nan, dtype=dtype, chunks=full_shape)
         ds[f["name"]] = xr.Variable(dims, data, _field_attrs(f, (units or {}).get(f["name"])))
+        encoding[f["name"]] = {"chunks": chunks}
     with atomic_dir(path) as tmp:
-        ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
+        ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, encoding=encoding)
     return _region_store(path, plan, metadata, units, dtype)
 
 
