@@ -20,7 +20,7 @@ from rho_workflow.data.labels import field_labels
 from rho_workflow.errors import RunInterrupted
 
 __all__ = ["cached_model", "sample_chunk", "log_likelihood_task", "TrainingSpec", "train_model", "set_torch_threads", "log_progress",
-           "load_training_data", "build_model", "chunk_work", "store_labels"]
+           "load_training_data", "build_model", "chunk_work", "chunk_samples", "store_labels"]
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 
@@ -68,11 +68,33 @@ def cached_model(checkpoint: str, sha256: str, device: str = "cpu") -> Any:
 
 
 def chunk_work(plan: Any, chunk: Any) -> dict[str, Any]:
-    """The plain data one chunk task needs: its points, seeds and micro-batches."""
+    """The plain data one chunk task needs: its parameter points (each once), the run seed,
+    the members per point and its micro-batches.
+
+    The per-sample points and seeds are expanded on the worker (:func:`chunk_samples`), so
+    that what the driver does per task stays small (one point per ``members`` samples, no
+    hashing) however large the chunk.
+    """
+    first, last = chunk.start // plan.members, (chunk.stop - 1) // plan.members
     return {"index": chunk.index, "start": chunk.start, "stop": chunk.stop,
-            "points": plan.points_of(chunk.start, chunk.stop),
-            "seeds": plan.seeds_of(chunk.start, chunk.stop),
+            "first_point": first, "points": plan.points[first:last + 1],
+            "members": plan.members, "seed": plan.seed,
             "batches": plan.micro_batches(chunk.start, chunk.stop)}
+
+
+def chunk_samples(work: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The point and the seed of every sample of a chunk (:func:`chunk_work`): sample ``i`` is
+    member ``i % members`` of point ``i // members``, seeded by ``derive_seed(seed, point,
+    member)`` -- the values of :meth:`SweepPlan.points_of` and :meth:`SweepPlan.seeds_of`."""
+    from rho_workflow.diffusion.random import derive_seed
+
+    members, first = int(work["members"]), int(work["first_point"])
+    points, seeds = [], []
+    for i in range(int(work["start"]), int(work["stop"])):
+        point = work["points"][i // members - first]
+        points.append(point)
+        seeds.append(derive_seed(int(work["seed"]), point, i % members))
+    return points, seeds
 
 
 def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256: str,
@@ -124,7 +146,7 @@ def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = cached_model(checkpoint, checkpoint_sha256, device)
     out = np.empty((stop - start, *model.field_shape), dtype=dtype)
-    points, seeds = work["points"], work["seeds"]
+    points, seeds = chunk_samples(work)
     for a, b in work["batches"]:
         i, j = a - start, b - start
         out[i:j] = model.sample_seeded(points[i:j], seeds[i:j], batch_size=j - i, **dict(options))
