@@ -410,7 +410,7 @@ def driver_costs(work: Path, smoke: bool) -> dict:
     rewrite = {}
     for n in (500, big):  # the former way: the whole manifest rewritten atomically per chunk
         chunks = {str(i): entry(i) for i in range(n)}
-        k = max(3, reps // (1 if n == 500 else 10))
+        k = max(3, reps // (1 if n == 500 else 30))
         t0 = time.perf_counter()
         for i in range(k):
             chunks[str(n + i)] = entry(n + i)
@@ -482,9 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=100_000,
                         help="fields of the larger-than-memory sweeps (0: skip)")
     parser.add_argument("--large-memory", default="1GiB", help="memory limit per worker")
-    parser.add_argument("--io-fields", type=int, default=8192,
+    parser.add_argument("--io-fields", type=int, default=4096,
                         help="fields (32x32) of the output-format sweep")
-    parser.add_argument("--path-mb", type=int, default=512,
+    parser.add_argument("--path-mb", type=int, default=256,
                         help="uncompressed MB written by the output-path measurement")
     parser.add_argument("--work", default=None,
                         help="folder of the temporary outputs (default: the system's temporary "
@@ -504,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         "one_worker_vs_in_process": ">= 0.90", "two_workers_vs_one_worker": ">= 1.7",
         "zarr_serial_growth": "driver seconds after the tasks do not grow with the sweep",
         "zarr_driver_workers_at_default_chunk": ">= 1000"}}
+    sections: dict = {}
+    t_section = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rho-bench-", dir=args.work) as tmp:
         work = Path(tmp)
         ckpt = make_checkpoint(work / "model.ckpt", args.size, 16, [1, 2, 2])
@@ -529,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         results["ratios"] = {
             "one_worker_vs_in_process": runs[1]["samples_per_second"] / base,
             "two_workers_vs_one_worker": runs[2]["samples_per_second"] / runs[1]["samples_per_second"]}
+        sections["sampling"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
 
         ckpt_small = make_checkpoint(work / "tiny.ckpt", 16, 4, [1, 2])
         ckpt_io = make_checkpoint(work / "io.ckpt", 32, 4, [1, 2])
@@ -536,24 +540,39 @@ def main(argv: list[str] | None = None) -> int:
         io_plan = sweep((per_axis, per_axis), 16, 2, batch=256 if not args.smoke else 16,
                         chunk=io_chunk)
         results["output_formats"] = output_formats(ckpt_io, work, io_plan, 32)
+        sections["output_formats"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
         n_path = max(1, int(args.path_mb * 1e6 // (path_size * path_size * 4)))
         per_axis = int(np.ceil(np.sqrt(n_path / 16)))
         path_plan = sweep((per_axis, per_axis), 16, 2, batch=16, chunk=path_chunk)
         results["output_path"] = output_path(work, path_plan, path_size)
-        if args.large:
-            per_axis = int(np.ceil(np.sqrt(args.large / 10)))
-            big = sweep((per_axis, per_axis), 10, 2, batch=512, chunk=4096)
-            for fmt, key in (("netcdf", "large_sweep"), ("zarr", "large_sweep_zarr")):
-                rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                large = run_once(big, ckpt_small, work, f"large sweep {fmt}", 2,
-                                 memory_limit=args.large_memory, complevel=1, fmt=fmt)
-                large["field_shape"] = [16, 16]
-                large["worker_memory_limit"] = args.large_memory
-                large["driver_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                large["driver_rss_before_mib"] = rss0
-                large["uncompressed_mib"] = big.n_samples * 16 * 16 * 4 / 2**20
-                large.pop("output")
-                results[key] = format_run(large, big.n_samples * 16 * 16 * 4)
+        sections["output_path"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
+        if args.large:  # 16 members: chunks of 4096 fields hold whole points (larger zarr chunks)
+            from rho_workflow.workflow.cluster import LocalKind
+
+            per_axis = int(np.ceil(np.sqrt(args.large / 16)))
+            big = sweep((per_axis, per_axis), 16, 2, batch=512, chunk=4096)
+            cluster = LocalKind(n_workers=2, threads_per_worker=1, dashboard=False,
+                                memory_limit=args.large_memory)
+            with cluster.connect() as client:
+                for fmt, key in (("netcdf", "large_sweep"), ("zarr", "large_sweep_zarr")):
+                    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    large = run_once(big, ckpt_small, work, f"large sweep {fmt}", 2, complevel=1,
+                                     fmt=fmt, client=client)
+                    large["field_shape"] = [16, 16]
+                    large["worker_memory_limit"] = args.large_memory
+                    large["driver_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    large["driver_rss_before_mib"] = rss0
+                    large["uncompressed_mib"] = big.n_samples * 16 * 16 * 4 / 2**20
+                    output = Path(large.pop("output"))
+                    if output.is_dir():
+                        shutil.rmtree(output)
+                    else:
+                        output.unlink()
+                    results[key] = format_run(large, big.n_samples * 16 * 16 * 4)
+            sections["large_sweeps"] = time.perf_counter() - t_section
+            t_section = time.perf_counter()
             small = {(r["format"], r["workers"]): r for r in results["output_formats"]["runs"]}
             results["serial_growth"] = {
                 fmt: {"small_sweep_bytes": small[fmt, 2]["uncompressed_bytes"],
@@ -565,13 +584,18 @@ def main(argv: list[str] | None = None) -> int:
                       / max(small[fmt, 2]["driver_serial_seconds"], 1e-9)}
                 for fmt, key in (("netcdf", "large_sweep"), ("zarr", "large_sweep_zarr"))}
         results["driver_costs"] = driver_costs(work, args.smoke)
+        sections["driver_costs"] = time.perf_counter() - t_section
     results["model"] = model(results)
     results["ratios"].update(results["output_formats"]["ratios"])
     results["ratios"].update({f"path_{k}": v for k, v in results["output_path"]["ratios"].items()})
     rec = results["driver_costs"]["record_seconds_per_chunk"]
     big_n = results["driver_costs"]["record_chunks_large"]
     results["ratios"]["record_rewrite_vs_journal_at_large"] = rec[f"rewrite_at_{big_n}"] / rec[f"journal_at_{big_n}"]
+    for fmt, g in results.get("serial_growth", {}).items():  # driver seconds, large / small sweep
+        results["ratios"][f"serial_seconds_growth_{fmt}"] = g["serial_seconds_ratio"]
+        results["ratios"][f"sweep_bytes_growth_{fmt}"] = g["bytes_ratio"]
     results["machine"]["load_average_after"] = list(os.getloadavg())
+    results["section_seconds"] = sections
     results["smoke"] = args.smoke
     path = write_result(result_path("sweep_scaling", args), results)
     print(table(results))
