@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_dir", "atomic_write_bytes", "atomic_write_text",
+__all__ = ["atomic_path", "atomic_dir", "move_dir_into_place", "atomic_write_bytes", "atomic_write_text",
            "atomic_write_json", "atomic_save_npy", "file_sha256", "tree_sha256", "fingerprint",
            "load_npy_checked", "temporary_path"]
 
@@ -74,17 +74,45 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temporary_path(target)
     try:
         yield tmp
-        if target.exists():
-            old = temporary_path(target)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            _remove(old)
-        else:
-            os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        _swap_in(tmp, target)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def move_dir_into_place(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the finished folder ``source`` to ``path`` (an old folder or file there is moved
+    aside, then removed): a rename when both are on one file system, else a copy to a
+    temporary beside ``path`` that is then renamed (``source`` is removed after)."""
+    source, target = Path(source), Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _swap_in(source, target)
+    except OSError as exc:
+        import errno
+
+        if exc.errno != errno.EXDEV:
+            raise
+        with atomic_dir(target) as tmp:
+            shutil.copytree(source, tmp)
+        _remove(source)
+    return target
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``, replacing what is there; fsync the folder."""
+    if target.exists() or target.is_symlink():
+        old = temporary_path(target)
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        _remove(old)
+    else:
+        os.replace(tmp, target)
+    _fsync_dir(target.parent)
 
 
 def _umask() -> int:

@@ -216,6 +216,8 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
         lines.append(f"  sample     : {r['n_samples']} fields in {r['chunks']} chunks "
                      f"({r['chunks_skipped']} resumed), {r['samples_per_second']:.1f} samples/s "
                      f"-> {r['output']}")
+        if r.get("netcdf_copy"):
+            lines.append(f"               netCDF copy -> {r['netcdf_copy']}")
     for stage in ("train", "sample"):
         if results.get(stage, {}).get("replaced"):
             lines.append(f"  {stage:<11}: replaced the earlier one, kept as {results[stage]['replaced']}")

@@ -247,6 +247,14 @@ class OutputSection(Section):
 
     ``filename`` (the consolidated sweep) is a plain file name inside ``dir``, distinct from
     the run's other artefacts (:data:`RUN_ARTEFACTS`).
+
+    ``format`` is ``netcdf`` (one CF file; the chunk tasks write parts, which this process
+    then consolidates: a serial step that reads and writes the sweep once more) or ``zarr``
+    (a CF zarr store; each chunk task writes its region of the store itself, and nothing
+    passes through this process: the format for sweeps larger than one machine).
+    ``netcdf_copy: true`` (``format: zarr`` only) also writes the store consolidated into a
+    netCDF file beside it, ``samples.nc`` for ``samples.zarr`` (:attr:`netcdf_copy_path`):
+    the same file as ``format: netcdf`` writes, made by one serial read of the store.
     """
 
     dir: str
@@ -258,6 +266,22 @@ class OutputSection(Section):
     title: str | None = None
     institution: str | None = None
     keep_parts: bool = False
+    netcdf_copy: bool = False
+
+    @model_validator(mode="after")
+    def _copy_needs_zarr(self) -> "OutputSection":
+        if self.netcdf_copy and self.format != "zarr":
+            raise ValueError(
+                f"{{path}}.netcdf_copy: true makes a netCDF copy of a zarr sweep, but "
+                f"{{path}}.format is {self.format!r}, which writes a netCDF file already; fix: set "
+                "{path}.format: zarr (each chunk task then writes its region of the store), or "
+                "drop {path}.netcdf_copy")
+        if self.netcdf_copy and self.samples_path.suffix == ".nc":
+            raise ValueError(
+                f"{{path}}.filename: the zarr store {self.samples_path.name!r} and its netCDF copy "
+                "(the same name with .nc) would share one name; fix: give the store another "
+                "suffix, e.g. 'samples.zarr'")
+        return self
 
     @field_validator("filename")
     @classmethod
@@ -287,6 +311,13 @@ class OutputSection(Section):
     def samples_path(self) -> Path:
         default = "samples.zarr" if self.format == "zarr" else "samples.nc"
         return self.root / (self.filename or default)
+
+    @property
+    def netcdf_copy_path(self) -> Path | None:
+        """The netCDF copy of a zarr sweep (``netcdf_copy``): its name with ``.nc``."""
+        if not self.netcdf_copy:
+            return None
+        return self.samples_path.with_suffix(".nc")
 
     @property
     def store_path(self) -> Path:

@@ -343,10 +343,12 @@ class Pipeline:
             from rho_workflow.atomic import fingerprint
 
             fp = fingerprint([fp, dict(self.out.units)])
+        copy = self.out.netcdf_copy_path
         if resume:
             done = self.record.done("sample", fp, self.out.samples_path)
             if done:
-                return {**done, "skipped": True, "chunks_skipped": done["chunks"]}
+                made = stages.netcdf_copy(self.config, plan) if copy and not copy.is_file() else {}
+                return {**done, **made, "skipped": True, "chunks_skipped": done["chunks"]}
         manifest = self.out.parts_dir / "manifest.json"
         if manifest.is_file() and not (resume or overwrite):
             raise PipelineError(what="an interrupted sweep's finished chunks are here and would "
@@ -354,6 +356,8 @@ class Pipeline:
                                 fix="rerun with --resume to continue it, or with --overwrite to "
                                     "start the sweep over")
         replaced = self.record.replace(self.out.samples_path, "sample", resume=resume, overwrite=overwrite)
+        if copy is not None:
+            self.record.replace(copy, "sample", resume=resume, overwrite=overwrite)
         result = stages.sample(self.config, plan, client, resume, self.progress)
         self.record.record("sample", fp, result, self.out.samples_path)
         return {**result, "replaced": str(replaced)} if replaced else result

@@ -593,6 +593,17 @@ def unknown_output_format(env):
     return dry(env, output__format="hdf4")
 
 
+@case("output", r"output\.netcdf_copy: true makes a netCDF copy of a zarr sweep, but "
+                r"output\.format is 'netcdf'.*fix: set output\.format: zarr")
+def netcdf_copy_of_a_netcdf_sweep(env):
+    return dry(env, output__format="netcdf", output__netcdf_copy=True)
+
+
+@case("output", r"output\.netcdf_copy: must be a boolean, got 'yes' \(str\)")
+def netcdf_copy_not_a_boolean(env):
+    return dry(env, output__format="zarr", output__netcdf_copy="yes")
+
+
 @case("output", r"output\.complevel: must be <= 9, got 12")
 def complevel_too_high(env):
     return dry(env, output__complevel=12)

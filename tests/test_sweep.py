@@ -172,3 +172,15 @@ def test_resume_skips_finished_chunks_and_regenerates_damaged_parts(tmp_path, ch
     plan.seed = 99
     with pytest.raises(ManifestMismatch, match="another config or checkpoint"):
         run_sweep(plan, checkpoint, tmp_path / "x.nc", parts, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("chunk_size", [4, 8, 12, 40])
+def test_chunk_work_expands_on_the_worker_to_the_plans_points_and_seeds(chunk_size):
+    from rho_workflow.workflow.tasks import chunk_samples, chunk_work
+
+    plan = plan_sweep(sampling(grid={"index": [-3.0, -2.5, -2.0, -1.5, -1.0], "amplitude": [1.0, 2.0]},
+                               chunk_size=chunk_size), SPACE)
+    for c in plan.chunks:
+        work = chunk_work(plan, c)
+        assert len(work["points"]) <= c.size // plan.members + 2  # each point once
+        assert chunk_samples(work) == (plan.points_of(c.start, c.stop), plan.seeds_of(c.start, c.stop))

@@ -15,6 +15,7 @@ The field labels come from the model's ``metadata`` (written by the train stage)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 import rho_workflow
-from rho_workflow.atomic import atomic_dir, atomic_path
+from rho_workflow.atomic import atomic_path
 from rho_workflow.data.labels import default_labels as default_metadata
 from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.provenance import utc_now
@@ -253,13 +254,15 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
                        fmt: str = "netcdf", complevel: int = 4, dtype: str = "float32",
                        param_attrs: Mapping[str, Mapping[str, Any]] | None = None,
                        on_part: Callable[[int], None] | None = None,
-                       units: Mapping[str, str] | None = None) -> Path:
+                       units: Mapping[str, str] | None = None, converted: bool = False) -> Path:
     """Consolidate parts ``(start, stop, samples (stop - start, C, *spatial))`` into one file.
 
     Fields named in ``units`` (``output.units``) are converted from their training units by
-    the project's unit registry. netCDF is written to a temporary file and renamed when
-    complete; zarr is written by region into a store whose metadata (coordinates,
-    attributes) is written first.
+    the project's unit registry (``converted``: the parts are in those units already, as
+    read back from a region-written store). netCDF is written to a temporary file and
+    renamed when complete; zarr is written part by part into a store whose metadata
+    (coordinates, attributes) is written first (:mod:`rho_workflow.workflow.regions`, whose
+    chunk tasks write their regions themselves), then renamed.
     """
     path = Path(path)
     template = sweep_template(plan, metadata, attrs, param_attrs)
@@ -268,10 +271,10 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
     full_shape = (*plan.shape, *spatial_shape)
     sample_ndim = len(plan.shape)
     chunks = (*([1] * (sample_ndim - 1)), min(plan.members, 16), *spatial_shape)
-    conversions = output_conversions(metadata, units)
+    conversions = {} if converted else output_conversions(metadata, units)
     field_units = {f["name"]: (units or {}).get(f["name"]) for f in metadata["fields"]}
 
-    def converted(c: int, data: np.ndarray) -> np.ndarray:
+    def convert(c: int, data: np.ndarray) -> np.ndarray:
         a, b = conversions.get(metadata["fields"][c]["name"], (1.0, 0.0))
         return data if (a, b) == (1.0, 0.0) else data * a + b
 
@@ -295,7 +298,7 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
                                                  _coordinates_attr(metadata)))
                         variables.append(v)
                     _fill(parts, plan, full_shape, sample_ndim,
-                          lambda c, box, data: variables[c].__setitem__(box, converted(c, data)),
+                          lambda c, box, data: variables[c].__setitem__(box, convert(c, data)),
                           on_part)
             except RhoWorkflowError:
                 raise
@@ -304,19 +307,28 @@ def write_sweep_output(path: str | os.PathLike, plan: SweepPlan, metadata: Mappi
                     np.prod(full_shape, dtype=np.int64)) * np.dtype(dtype).itemsize) from exc
         return path
     if fmt == "zarr":
-        import dask.array as da
-        import zarr
+        from rho_workflow.atomic import temporary_path
+        from rho_workflow.atomic import move_dir_into_place
+        from rho_workflow.workflow.regions import create_region_store, seal_region_store
 
-        ds = template.copy()
-        for f in metadata["fields"]:
-            ds[f["name"]] = xr.Variable(dims, da.full(full_shape, np.nan, dtype=dtype, chunks=chunks),
-                                        _field_attrs(f, field_units[f["name"]]))
-        with atomic_dir(path) as tmp:  # a reader never sees a half-filled store
-            ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
-            group = zarr.open_group(str(tmp), mode="r+")
-            arrays = [group[f["name"]] for f in metadata["fields"]]
-            _fill(parts, plan, full_shape, sample_ndim,
-                  lambda c, box, data: arrays[c].__setitem__(box, converted(c, data)), on_part)
+        tmp = temporary_path(path)  # a reader never sees a half-filled store
+        try:
+            store = create_region_store(tmp, plan, metadata, attrs=attrs, dtype=dtype,
+                                        param_attrs=param_attrs, units=units)
+            if converted:
+                store = dataclasses.replace(store, conversions=((1.0, 0.0),) * len(store.variables))
+            hashes = {}
+            for i, (start, stop, samples) in enumerate(parts):
+                hashes[i] = store.write(start, stop, samples)["sha256"]
+                if on_part is not None:
+                    on_part(stop - start)
+            seal_region_store(store, attrs, hashes)
+            move_dir_into_place(tmp, path)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return path
     raise ValueError(f"output.format {fmt!r} is not one of ['netcdf', 'zarr']")
 

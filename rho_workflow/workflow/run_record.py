@@ -2,7 +2,10 @@
 
 Each finished stage is recorded with the fingerprint of the config it ran with and the
 SHA-256 (:func:`~rho_workflow.atomic.tree_sha256`) of the artefact it wrote: simulations,
-store, checkpoint, sweep. A resumed run skips a stage only when both still match; an
+store, checkpoint, sweep. A zarr sweep written by region is vouched for by its metadata
+documents, which carry the hash of every region's values as its tasks wrote them
+(:func:`~rho_workflow.workflow.regions.region_store_digest`): hashing the store itself would
+read the whole sweep back in this one process. A resumed run skips a stage only when both still match; an
 artefact changed since (truncated, edited, half-copied) is moved to ``previous/`` and the
 stage runs again. ``previous/`` also keeps the one earlier generation of an artefact that a
 run replaced on purpose (``--overwrite``).
@@ -21,7 +24,7 @@ from typing import Any, Mapping
 from rho_workflow.atomic import atomic_write_json, file_sha256, tree_sha256
 from rho_workflow.errors import RhoWorkflowError
 
-__all__ = ["RunRecord", "RunRecordError", "ReplaceRefused"]
+__all__ = ["RunRecord", "RunRecordError", "ReplaceRefused", "artefact_sha256"]
 
 logger = logging.getLogger("rho_workflow")
 
@@ -32,6 +35,13 @@ class RunRecordError(RhoWorkflowError, RuntimeError):
 
 class ReplaceRefused(RhoWorkflowError, RuntimeError):
     """A stage would replace an earlier artefact and was not asked to (``--overwrite``)."""
+
+
+def artefact_sha256(path: Path) -> str:
+    """The hash a run record keeps of an artefact (see the module docstring)."""
+    from rho_workflow.workflow.regions import region_store_digest
+
+    return (region_store_digest(path) if path.is_dir() else None) or tree_sha256(path)
 
 
 class RunRecord:
@@ -62,7 +72,7 @@ class RunRecord:
         state["pipeline"] = self.pipeline
         entry = {"fingerprint": fingerprint, "finished": time.time(), "result": dict(result)}
         if artefact is not None and artefact.exists():
-            entry.update(artefact=str(artefact), sha256=tree_sha256(artefact))
+            entry.update(artefact=str(artefact), sha256=artefact_sha256(artefact))
         state["stages"][stage] = entry
         atomic_write_json(self.path, state)
 
@@ -76,7 +86,7 @@ class RunRecord:
             return entry["result"]
         if not artefact.exists():
             return None
-        if entry.get("sha256") != tree_sha256(artefact):
+        if entry.get("sha256") != artefact_sha256(artefact):
             kept = self.keep_previous(artefact)
             logger.warning("resume: %s changed after the %s stage wrote it (its SHA-256 differs "
                            "from the run record): the stage runs again; the damaged copy is "

@@ -21,7 +21,8 @@ from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.workflow.retry import AttemptFailed, with_retries
 from rho_workflow.workflow.tasks import TrainingSpec
 
-__all__ = ["StageError", "simulate", "preprocess", "train", "sample", "evaluate", "training_spec",
+__all__ = ["StageError", "simulate", "preprocess", "train", "sample", "netcdf_copy", "sweep_attrs",
+           "evaluate", "training_spec",
            "plan_data", "check_split"]
 
 logger = logging.getLogger("rho_workflow")
@@ -176,21 +177,48 @@ def _train_progress(client: Any, topic: str, total: int, progress: bool) -> Iter
 
 
 def sample(config: Any, plan: Any, client: Any, resume: bool, progress: bool) -> dict[str, Any]:
-    """Sample the sweep ``plan`` in chunk tasks and consolidate it into one labeled file."""
-    from rho_workflow.workflow.output import provenance_attrs
+    """Sample the sweep ``plan`` in chunk tasks into one labeled file (netCDF: parts
+    consolidated here; zarr: regions written by the tasks, and its netCDF copy if asked)."""
     from rho_workflow.workflow.sampling import run_sweep
 
     s, o = config.sampling, config.output
-    sha = file_sha256(o.checkpoint_path)
-    attrs = provenance_attrs(plan, checkpoint_sha256=sha, config=config.to_dict(), title=o.title,
-                             institution=o.institution,
-                             command=f"rho-workflow sample {config.source or config.name}")
-    if plan.conditioning is not None:
-        attrs.update(conditioning_attrs(o.checkpoint_path, plan.conditioning))
+    attrs = sweep_attrs(config, plan)
     return run_sweep(plan, o.checkpoint_path, o.samples_path, o.parts_dir, client=client,
                      resume=resume, fmt=o.format, complevel=o.complevel, dtype=o.dtype, gpu=s.gpu,
                      threads=s.threads, retries=s.retries, attrs=attrs, keep_parts=o.keep_parts,
-                     progress=progress, units=dict(o.units))
+                     progress=progress, units=dict(o.units), netcdf_copy=o.netcdf_copy_path)
+
+
+def sweep_attrs(config: Any, plan: Any) -> dict[str, Any]:
+    """The global attributes of the sweep's output: provenance, and the observations it is
+    conditioned on."""
+    from rho_workflow.workflow.output import provenance_attrs
+
+    o = config.output
+    attrs = provenance_attrs(plan, checkpoint_sha256=file_sha256(o.checkpoint_path),
+                             config=config.to_dict(), title=o.title, institution=o.institution,
+                             command=f"rho-workflow sample {config.source or config.name}")
+    if plan.conditioning is not None:
+        attrs.update(conditioning_attrs(o.checkpoint_path, plan.conditioning))
+    return attrs
+
+
+def netcdf_copy(config: Any, plan: Any) -> dict[str, Any]:
+    """``output.netcdf_copy`` of a finished zarr sweep, made again (it was deleted, or asked
+    for after the sweep ran): one serial read of the store."""
+    import time
+
+    from rho_workflow.workflow import regions
+    from rho_workflow.workflow.sampling import checkpoint_labels
+
+    o = config.output
+    metadata, _ = checkpoint_labels(o.checkpoint_path)
+    store = regions.open_finished_store(o.samples_path, plan, metadata, dtype=o.dtype,
+                                        units=dict(o.units))
+    t0 = time.perf_counter()
+    regions.netcdf_copy(store, o.netcdf_copy_path, plan, metadata, attrs=sweep_attrs(config, plan),
+                        complevel=o.complevel, units=dict(o.units))
+    return {"netcdf_copy": str(o.netcdf_copy_path), "netcdf_copy_seconds": time.perf_counter() - t0}
 
 
 def conditioning_attrs(checkpoint: Any, conditioning: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from rho_workflow.data.labels import field_labels
 from rho_workflow.errors import RunInterrupted
 
 __all__ = ["cached_model", "sample_chunk", "log_likelihood_task", "TrainingSpec", "train_model", "set_torch_threads", "log_progress",
-           "load_training_data", "build_model", "chunk_work", "store_labels"]
+           "load_training_data", "build_model", "chunk_work", "chunk_samples", "store_labels"]
 
 _MODELS: dict[tuple[str, str, str], Any] = {}
 
@@ -68,18 +68,42 @@ def cached_model(checkpoint: str, sha256: str, device: str = "cpu") -> Any:
 
 
 def chunk_work(plan: Any, chunk: Any) -> dict[str, Any]:
-    """The plain data one chunk task needs: its points, seeds and micro-batches."""
+    """The plain data one chunk task needs: its parameter points (each once), the run seed,
+    the members per point and its micro-batches.
+
+    The per-sample points and seeds are expanded on the worker (:func:`chunk_samples`), so
+    that what the driver does per task stays small (one point per ``members`` samples, no
+    hashing) however large the chunk.
+    """
+    first, last = chunk.start // plan.members, (chunk.stop - 1) // plan.members
     return {"index": chunk.index, "start": chunk.start, "stop": chunk.stop,
-            "points": plan.points_of(chunk.start, chunk.stop),
-            "seeds": plan.seeds_of(chunk.start, chunk.stop),
+            "first_point": first, "points": plan.points[first:last + 1],
+            "members": plan.members, "seed": plan.seed,
             "batches": plan.micro_batches(chunk.start, chunk.stop)}
 
 
+def chunk_samples(work: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The point and the seed of every sample of a chunk (:func:`chunk_work`): sample ``i`` is
+    member ``i % members`` of point ``i // members``, seeded by ``derive_seed(seed, point,
+    member)`` -- the values of :meth:`SweepPlan.points_of` and :meth:`SweepPlan.seeds_of`."""
+    from rho_workflow.diffusion.random import derive_seed
+
+    members, first = int(work["members"]), int(work["first_point"])
+    points, seeds = [], []
+    for i in range(int(work["start"]), int(work["stop"])):
+        point = work["points"][i // members - first]
+        points.append(point)
+        seeds.append(derive_seed(int(work["seed"]), point, i % members))
+    return points, seeds
+
+
 def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256: str,
-                 options: Mapping[str, Any], part_path: str, dtype: str = "float32",
+                 options: Mapping[str, Any], part_path: str | None = None, dtype: str = "float32",
                  threads: int | None = 1, device: str = "cpu",
-                 progress_topic: str | None = None) -> dict[str, Any]:
-    """Sample one chunk in its fixed micro-batches; write its part atomically.
+                 progress_topic: str | None = None, region: Any = None,
+                 verify: str | None = None) -> dict[str, Any]:
+    """Sample one chunk in its fixed micro-batches; write its part atomically, or its region
+    of the sweep's zarr store.
 
     Parameters
     ----------
@@ -91,31 +115,50 @@ def sample_chunk(work: Mapping[str, Any], *, checkpoint: str, checkpoint_sha256:
         ``cpu``, ``cuda`` or ``auto`` (CUDA when this worker has it).
     part_path : str
         Where the part (``.npy`` of shape ``(n, C, *spatial)``, physical units) goes.
+    region : RegionStore, optional
+        Instead of a part, write the samples into this store
+        (:mod:`rho_workflow.workflow.regions`).
+    verify : str, optional
+        With ``region``: the SHA-256 recorded for this region by an earlier run. When the
+        stored values still hash to it nothing is sampled (``verified: True``); otherwise the
+        region is sampled and written again.
 
     Returns
     -------
     dict
-        ``index``, ``start``, ``stop``, ``path`` (file name), ``bytes``, ``sha256``,
-        ``seconds``, ``worker``.
+        ``index``, ``start``, ``stop``, ``path`` (file name; ``region: True`` instead for a
+        region), ``bytes``, ``sha256``, ``seconds``, ``write_seconds``, ``worker``, and
+        ``verified`` for a region found intact.
     """
     t0 = time.perf_counter()
+    start, stop = int(work["start"]), int(work["stop"])
+    worker = _current_worker()
+    where = {"index": int(work["index"]), "start": start, "stop": stop,
+             "worker": worker.address if worker is not None else f"pid:{os.getpid()}"}
+    if region is not None and verify is not None and region.sha256(start, stop) == verify:
+        log_progress(progress_topic, {"kind": "chunk", "index": where["index"], "n": stop - start})
+        return {**where, "region": True, "verified": True, "sha256": verify,
+                "seconds": time.perf_counter() - t0, "write_seconds": 0.0}
     set_torch_threads(threads)
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = cached_model(checkpoint, checkpoint_sha256, device)
-    start, stop = int(work["start"]), int(work["stop"])
     out = np.empty((stop - start, *model.field_shape), dtype=dtype)
-    points, seeds = work["points"], work["seeds"]
+    points, seeds = chunk_samples(work)
     for a, b in work["batches"]:
         i, j = a - start, b - start
         out[i:j] = model.sample_seeded(points[i:j], seeds[i:j], batch_size=j - i, **dict(options))
-    info = atomic_save_npy(part_path, out)
-    worker = _current_worker()
-    result = {"index": int(work["index"]), "start": start, "stop": stop,
-              "path": Path(part_path).name, **info, "seconds": time.perf_counter() - t0,
-              "worker": worker.address if worker is not None else f"pid:{os.getpid()}"}
+    t1 = time.perf_counter()
+    if region is not None:
+        info = {"region": True, **region.write(start, stop, out)}
+    elif part_path is not None:
+        info = {"path": Path(part_path).name, **atomic_save_npy(part_path, out)}
+    else:
+        raise ValueError("sample_chunk needs part_path or region: where the samples go")
+    result = {**where, **info, "seconds": time.perf_counter() - t0,
+              "write_seconds": time.perf_counter() - t1}
     log_progress(progress_topic, {"kind": "chunk", "index": result["index"], "n": stop - start})
     return result
 
