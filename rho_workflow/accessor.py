@@ -120,7 +120,8 @@ def sample_sweep(model: Any, *, grid: Mapping[str, Any] | None = None,
                  table: Sequence[Mapping[str, Any]] | None = None,
                  table_units: Mapping[str, str] | None = None, members: int = 4, seed: int = 0,
                  sampler: str = DEFAULT_SAMPLER, steps: int = 25, guidance: float = 0.0,
-                 batch_size: int = 16, allow_extrapolation: bool = False) -> xr.Dataset:
+                 batch_size: int = 16, allow_extrapolation: bool = False,
+                 spacing: str | None = None) -> xr.Dataset:
     """Sample a grid or table sweep in this process; a labeled, CF-attributed Dataset.
 
     ``grid``/``table`` take the forms of a pipeline's ``sampling`` section (values or ranges,
@@ -131,7 +132,7 @@ def sample_sweep(model: Any, *, grid: Mapping[str, Any] | None = None,
     section = SweepRequest(grid=dict(grid) if grid is not None else None,
                            table=[dict(r) for r in table] if table is not None else None,
                            table_units=dict(table_units or {}), members=members, seed=seed,
-                           sampler=sampler, steps=steps, guidance=guidance,
+                           sampler=sampler, steps=steps, guidance=guidance, spacing=spacing,
                            allow_extrapolation=allow_extrapolation, batch_size=batch_size,
                            chunk_size=batch_size)
     plan = plan_sweep(section, model.param_space, path="sample_sweep")
@@ -146,7 +147,7 @@ def _sample_plan(model: Any, plan: SweepPlan) -> np.ndarray:
     points, seeds = plan.points_of(0, plan.n_samples), plan.seeds_of(0, plan.n_samples)
     for a, b in plan.micro_batches(0, plan.n_samples):
         out[a:b] = model.sample_seeded(points[a:b], seeds[a:b], sampler=plan.sampler,
-                                       steps=plan.steps, guidance=plan.guidance,
+                                       steps=plan.steps, guidance=plan.guidance, spacing=plan.spacing,
                                        allow_extrapolation=plan.allow_extrapolation,
                                        batch_size=b - a)
     return out

@@ -109,6 +109,7 @@ def test_gaussian_field_realizations(tmp_path):
 
 def _config(evaluation: dict) -> dict:
     return {"name": "t", "data": {"files": "x/*.nc", "variables": ["v"], "spatial_dims": ["x"],
+                                  "units": {"v": "K"},
                                   "params": {"p": {"source": "global_attribute"}}},
             "model": {}, "training": {}, "sampling": {"grid": {"p": [1.0]}},
             "evaluation": evaluation, "output": {"dir": "out"}}

@@ -27,7 +27,8 @@ N = 6000
 # (sampler, spacing, steps): each family, at settings whose discretization error on the
 # unconditioned Gaussian is below 1% (tests/test_samplers.py).
 FAMILIES = [("ddpm", "discrete", 500), ("ddim", "discrete", 200), ("dpmpp_2m", "log-snr", 50),
-            ("dpmpp_3m", "log-snr", 30), ("heun", "karras", 40)]
+            ("dpmpp_3m", "log-snr", 30), ("heun", "karras", 40), ("unipc", "log-snr", 30),
+            ("unipc_bh1", "log-snr", 30)]
 assert {f[0] for f in FAMILIES} == set(SAMPLERS), "every sampler family is tested with observations"
 
 

@@ -73,6 +73,7 @@ def evaluation_plan(refs: list[tuple[dict, np.ndarray]], sampling: Any,
     section = SweepRequest(
         grid=None, table=[dict(p) for p, _ in refs], table_units={}, members=members,
         seed=sampling.seed, sampler=sampler or sampling.sampler, steps=steps or sampling.steps,
+        spacing=None if sampler else getattr(sampling, "spacing", None),
         guidance=sampling.guidance, allow_extrapolation=True, batch_size=sampling.batch_size,
         chunk_size=sampling.chunk_size)
     return plan_sweep(section, param_space, path="evaluation")

@@ -180,6 +180,7 @@ def provenance_attrs(plan: SweepPlan, *, checkpoint_sha256: str | None, config: 
         "rho_checkpoint_sha256": checkpoint_sha256 or "unknown",
         "rho_sampler": plan.sampler,
         "rho_steps": int(plan.steps),
+        "rho_spacing": plan.spacing or "default",
         "rho_seed": int(plan.seed),
         "rho_guidance": float(plan.guidance),
         "rho_members": int(plan.members),

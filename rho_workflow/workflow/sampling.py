@@ -97,7 +97,7 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
                              info={"checkpoint": checkpoint, "checkpoint_sha256": sha,
                                    "n_samples": plan.n_samples, "format": fmt})
     options = {"sampler": plan.sampler, "steps": plan.steps, "guidance": plan.guidance,
-               "allow_extrapolation": plan.allow_extrapolation}
+               "allow_extrapolation": plan.allow_extrapolation, "spacing": plan.spacing}
     if plan.conditioning is not None:  # every sample conditioned on the observations (read on the worker)
         c = plan.conditioning
         options.update(observe={"path": c["observations"], "variable": c["variable"], "sha256": c["sha256"]},

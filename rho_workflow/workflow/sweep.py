@@ -49,6 +49,7 @@ class SweepRequest:
     seed: int = 0
     sampler: str = DEFAULT_SAMPLER
     steps: int = 25
+    spacing: str | None = None
     guidance: float = 0.0
     allow_extrapolation: bool = False
     batch_size: int = 16
@@ -99,6 +100,9 @@ class SweepPlan:
     #: sample is conditioned on them (part of the sweep's fingerprint, so resume notices a change)
     conditioning: dict[str, Any] | None = None
     calendars: dict[str, str] = field(default_factory=dict)
+    #: noise-level spacing of the sampler (None: its registry default; left out of the
+    #: fingerprint then, so sweeps planned before the option existed still resume)
+    spacing: str | None = None
 
     def __post_init__(self) -> None:
         if not self.chunks:
@@ -145,6 +149,8 @@ class SweepPlan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["chunks"] = [[c.index, c.start, c.stop] for c in self.chunks]
+        if d["spacing"] is None:
+            del d["spacing"]
         return d
 
     @classmethod
@@ -163,7 +169,8 @@ class SweepPlan:
         sizes = sorted({c.size for c in self.chunks})
         return (f"{self.layout} sweep: {axes}; {self.members} members per point -> "
                 f"{self.n_samples} samples\n"
-                f"  sampler {self.sampler}, {self.steps} steps, guidance {self.guidance}, "
+                f"  sampler {self.sampler}, {self.steps} steps"
+                f"{f' ({self.spacing} levels)' if self.spacing else ''}, guidance {self.guidance}, "
                 f"seed {self.seed}\n"
                 f"  {len(self.chunks)} chunk task(s) of {'/'.join(map(str, sizes))} samples, "
                 f"network micro-batch {self.batch_size}")
@@ -336,7 +343,25 @@ def plan_sweep(sampling: SweepRequest, param_space: ParamSpace, path: str = "sam
                      allow_extrapolation=sampling.allow_extrapolation,
                      batch_size=sampling.batch_size, chunk_size=sampling.chunk_size, axes=axes,
                      conditioning=_conditioning(getattr(sampling, "conditioning", None)),
-                     calendars=calendars)
+                     calendars=calendars, spacing=_spacing(sampling, path))
+
+
+def _spacing(sampling: Any, path: str) -> str | None:
+    """The requested spacing, checked: ``fitted`` levels must exist for the sampler and steps."""
+    spacing = getattr(sampling, "spacing", None)
+    if spacing == "fitted":
+        from rho_workflow.diffusion.fitted_levels import fitted_table
+
+        table = fitted_table()
+        have = sorted(table.get(sampling.sampler, {}))
+        if sampling.steps not in have:
+            raise ConfigError([
+                f"{path}.spacing: 'fitted' with sampler {sampling.sampler} and steps "
+                f"{sampling.steps}: no fitted levels stored for them (rule: fitted levels exist for "
+                + ", ".join(f"{k} at steps {min(v)}-{max(v)}" for k, v in sorted(table.items()))
+                + f"); fix: set {path}.steps to one of {have or 'those'}, another sampler, or "
+                "leave spacing out"])
+    return spacing
 
 
 def _conditioning(cond: Any) -> dict[str, Any] | None:
