@@ -30,6 +30,7 @@ KEYS = {
     "sweep_scaling": {"machine", "smoke", "runs", "ratios", "goals", "sweep", "large_sweep"},
     "train_throughput": {"benchmark", "machine", "smoke", "steps_timed", "rows", "reference"},
     "likelihood": {"machine"},
+    "time_to_quality": {"benchmark", "machine", "smoke", "clock", "recipe", "arms", "summary", "runs"},
     "vs_reference": {"benchmark", "machine", "smoke", "setup", "results", "rows", "ratios", "goals",
                      "goals_met"},
 }
