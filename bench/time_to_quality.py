@@ -73,6 +73,7 @@ RECIPE = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.99, "
 ARMS: dict[str, dict[str, Any]] = {
     "before": {"train": {"noise_shift": 1.0}},
     "shift": {"train": {"noise_shift": "auto"}},
+    "shift-x2": {"train": {"noise_shift": 2.0}},
     "edm": {"train": {"noise_shift": 1.0, "sigma_sampling": "lognormal"}},
     "min-snr": {"train": {"noise_shift": 1.0, "weighting": "min-snr"}},
     "bf16": {"train": {"noise_shift": 1.0, "mixed_precision": "bf16"}},
@@ -303,6 +304,7 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
           on_checkpoint=on_checkpoint)
     return {"case": case_name, "arm": arm_name, "options": arm, "config": train_config(case_name, arm, steps, every),
             "network": model.config["network"], "params_M": model.n_parameters / 1e6,
+            "noise_shift_resolved": cfg.resolved_noise_shift(tuple(z.shape[1:])),
             "cpu_minutes_budget": cpu_minutes, "calibrated_cpu_s_per_step": per_step, "steps": steps,
             "threads": torch.get_num_threads(), "machine": machine(), "curve": curve}
 

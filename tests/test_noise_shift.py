@@ -3,7 +3,7 @@
 A field of ``N`` values at noise level ``sigma`` identifies its parameter point from the noisy
 input alone while ``N / sigma^2`` is large, so on a 3D grid the condition only matters at noise
 levels that the schedule's own draws hardly reach. The trainer multiplies its draws by
-``sqrt(N / 256)`` (:func:`resolution_noise_shift`); these tests check the rule, that the trainer
+``sqrt(N / 256)`` for 3D fields (1D and 2D keep the schedule's levels) (:func:`resolution_noise_shift`); these tests check the rule, that the trainer
 applies it, and that a tiny 3D model then follows its condition where it did not before.
 """
 
@@ -27,12 +27,12 @@ SCHEDULE = make_schedule("cosine", T=1000)
 
 
 def test_resolution_noise_shift_is_the_square_root_of_the_size_ratio():
-    assert resolution_noise_shift(256) == 1.0
-    assert resolution_noise_shift(64) == 1.0  # never below the schedule's own levels
-    assert resolution_noise_shift(16 ** 3) == pytest.approx(4.0)
-    assert resolution_noise_shift(32 ** 3) == pytest.approx(math.sqrt(128))
+    assert resolution_noise_shift((16, 16, 16)) == pytest.approx(4.0)
+    assert resolution_noise_shift((32, 32, 32)) == pytest.approx(math.sqrt(128))
+    assert resolution_noise_shift((4, 4, 4)) == 1.0  # never below the schedule's own levels
+    assert resolution_noise_shift((64, 64)) == 1.0 and resolution_noise_shift((4096,)) == 1.0  # 1D, 2D
     with pytest.raises(ValueError, match="positive"):
-        resolution_noise_shift(0)
+        resolution_noise_shift((0, 4, 4))
     g = torch.Generator().manual_seed(0)
     base = sample_training_sigmas(SCHEDULE, 64, g)
     shifted = sample_training_sigmas(SCHEDULE, 64, torch.Generator().manual_seed(0), shift=3.0)

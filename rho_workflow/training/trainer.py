@@ -50,8 +50,8 @@ class TrainConfig(Section):
     weighting: Literal["plain", "min-snr"] = "plain"
     min_snr_gamma: float = 5.0
     sigma_sampling: Literal["schedule", "lognormal"] = "schedule"
-    #: factor on the training noise levels; "auto": sqrt(values per field / 256), at least 1
-    #: (resolution_noise_shift: 1 up to 16 x 16, 2 at 32 x 32, 4 at 16^3, 11.3 at 32^3)
+    #: factor on the training noise levels; "auto": resolution_noise_shift (3D fields:
+    #: sqrt(values per field / 256), 4 at 16^3 and 11.3 at 32^3; 1D and 2D fields: 1)
     noise_shift: float | Literal["auto"] = "auto"
     #: "auto" is bf16 autocast on CUDA
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
@@ -72,7 +72,7 @@ class TrainConfig(Section):
     def resolved_noise_shift(self, field_shape: tuple[int, ...]) -> float:
         """The factor on the training noise levels for fields of shape ``(C, *spatial)``."""
         if self.noise_shift == "auto":
-            return resolution_noise_shift(math.prod(field_shape[1:]) if len(field_shape) > 1 else 1)
+            return resolution_noise_shift(field_shape[1:]) if len(field_shape) > 1 else 1.0
         if not (math.isfinite(self.noise_shift) and self.noise_shift > 0):
             raise ValueError(f"training.noise_shift {self.noise_shift}: must be 'auto' or a finite factor > 0")
         return float(self.noise_shift)
