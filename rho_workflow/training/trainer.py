@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rho_workflow.diffusion.losses import denoising_loss, sample_training_sigmas
+from rho_workflow.diffusion.losses import denoising_loss, resolution_noise_shift, sample_training_sigmas
 from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.errors import RunInterrupted
@@ -50,6 +50,9 @@ class TrainConfig(Section):
     weighting: Literal["plain", "min-snr"] = "plain"
     min_snr_gamma: float = 5.0
     sigma_sampling: Literal["schedule", "lognormal"] = "schedule"
+    #: factor on the training noise levels; "auto": resolution_noise_shift (3D fields:
+    #: sqrt(values per field / 256), 4 at 16^3 and 11.3 at 32^3; 1D and 2D fields: 1)
+    noise_shift: float | Literal["auto"] = "auto"
     #: "auto" is bf16 autocast on CUDA
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     compile: bool = False
@@ -65,6 +68,14 @@ class TrainConfig(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def resolved_noise_shift(self, field_shape: tuple[int, ...]) -> float:
+        """The factor on the training noise levels for fields of shape ``(C, *spatial)``."""
+        if self.noise_shift == "auto":
+            return resolution_noise_shift(field_shape[1:]) if len(field_shape) > 1 else 1.0
+        if not (math.isfinite(self.noise_shift) and self.noise_shift > 0):
+            raise ValueError(f"training.noise_shift {self.noise_shift}: must be 'auto' or a finite factor > 0")
+        return float(self.noise_shift)
 
 
 class EMA:
@@ -188,7 +199,9 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         A :class:`~rho_workflow.diffusion.precond.Denoiser` (``prediction`` and ``sigma_data``
         define the loss weight of ``cfg.weighting``).
     schedule : NoiseSchedule
-        Source of the training noise levels (``cfg.sigma_sampling``).
+        Source of the training noise levels (``cfg.sigma_sampling``, times
+        ``cfg.noise_shift``: by default larger for larger fields, see
+        :func:`~rho_workflow.diffusion.losses.resolution_noise_shift`).
     fields_ : Tensor (N, C, *spatial)
         Normalized training fields.
     cond : Tensor (N, P) float64 or None
@@ -214,6 +227,7 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     cond = None if cond is None else cond.to(device, torch.float64)
     n, local = fields_.shape[0], slice(rank * (cfg.batch_size // world),
                                         (rank + 1) * (cfg.batch_size // world))
+    shift = cfg.resolved_noise_shift(tuple(fields_.shape[1:]))
     start = 0 if state is None else int(state["step"])
     result = TrainResult(step=start)
     bar = _progress_bar(cfg.steps, start, enabled=progress and rank == 0)
@@ -222,7 +236,8 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-step", step))
         torch.manual_seed(derive_seed(cfg.seed, ["dropout", rank], step))
         idx = torch.randint(n, (cfg.batch_size,), generator=g)[local]
-        sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling)[local]
+        sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling,
+                                       shift=shift)[local]
         noise = torch.randn((cfg.batch_size, *fields_.shape[1:]), generator=g)[local]
         loss_value = _step(model, net, optimizer, ema, schedule, cfg, step, use_bf16,
                            (fields_[idx], None if cond is None else cond[idx], sigma, noise), mask)

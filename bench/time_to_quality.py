@@ -1,0 +1,405 @@
+"""Time to quality: held-out error of generated fields against training CPU time, per recipe.
+
+Three sweeps, each with its own measure of quality, recorded every ``--evals``-th of a run:
+
+``lognormal2d``
+    The demo's sweep (pipelines/demo.yaml: 80 runs of a Latin hypercube over (index,
+    amplitude), 6 realizations, 32 x 32, log-standardized; 10% of runs held out by
+    :func:`~rho_workflow.data.store.assign_split`) and its network and recipe. At held-out
+    points (and one training point) 256 generated fields are scored against 4096 true fields
+    of the synthetic module: spectrum error (median over k of ``|P_gen / P_true - 1|``),
+    Wasserstein-1 of the one-point values and variance ratio; beside each its noise floor, the
+    same score of 256 independent true fields. The last evaluation of a run is also scored
+    by :func:`~rho_workflow.evaluate.point_metrics.point_metrics` (every score, with floors;
+    ``--point-metrics``, 75 CPU seconds: its Minkowski functionals of 4096 fields).
+``harmonics3d``
+    The rho-Diffusion paper's 3D case: the 16 densities ``|Y_lm| r``, l <= 3, on 32^3 cells,
+    conditioned on the categorical (l, m); the default 3D network. Two samples per (l, m):
+    relative L2 error against the exact field (median per (l, m), then median and max over
+    (l, m)) and nearest-field accuracy (share of samples nearer their own field than any of
+    the other 15).
+``lines1d``
+    pipelines/spectral_lines.yaml: 200 Voigt profiles over (temperature, pressure), 64
+    cells, 5% held out. At each held-out point 16 samples: relative error of the line's full
+    width at half maximum and of its area, against the exact profile measured the same way
+    (median over samples, then over points).
+
+The clock is the process CPU time of training (``time.process_time``, one torch thread;
+evaluation excluded). It stands for the wall-clock time on an idle core: this machine's two
+cores are shared with other jobs, which stretches wall time (recorded beside it) but not CPU
+time. Every arm of a case runs for the same CPU budget: the number of steps is planned from
+the CPU time of 10 calibration steps of that arm, so that the learning-rate schedule ends at
+the budget.
+
+    .venv/bin/python bench/time_to_quality.py --case lognormal2d --arm demo --cpu-minutes 6
+    .venv/bin/python bench/time_to_quality.py --merge          # table, JSON and PNG of every run
+    .venv/bin/python bench/time_to_quality.py --smoke [--out PATH]   # every case, seconds
+
+Each run writes ``bench/work/time_to_quality/CASE__ARM.json``; ``--merge`` combines them into
+``bench/results/time_to_quality.json`` and ``time_to_quality.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_output_options, machine, result_path, table, write_result  # noqa: E402
+
+from rho_workflow.api import RhoModel, default_network  # noqa: E402
+from rho_workflow.data import synthetic  # noqa: E402
+from rho_workflow.data.make_data import DESIGN_STREAM  # noqa: E402
+from rho_workflow.data.store import assign_split  # noqa: E402
+from rho_workflow.evaluate.point_metrics import point_metrics  # noqa: E402
+from rho_workflow.evaluate.spectra import power_spectrum, spectrum_error  # noqa: E402
+from rho_workflow.training.trainer import TrainConfig, train  # noqa: E402
+
+WORK = Path(__file__).resolve().parent / "work" / "time_to_quality"
+RECIPE = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.99, "seed": 0}  # demo.yaml
+
+#: Recipe changes tried against each case's base ("train": TrainConfig options, "network":
+#: network-config overrides). "before" is the recipe before issue 14 (schedule's own levels).
+ARMS: dict[str, dict[str, Any]] = {
+    "before": {"train": {"noise_shift": 1.0}},
+    "shift": {"train": {"noise_shift": "auto"}},
+    "shift-x2": {"train": {"noise_shift": 2.0}},
+    "edm": {"train": {"noise_shift": 1.0, "sigma_sampling": "lognormal"}},
+    "min-snr": {"train": {"noise_shift": 1.0, "weighting": "min-snr"}},
+    "bf16": {"train": {"noise_shift": 1.0, "mixed_precision": "bf16"}},
+    "shift-bf16": {"train": {"noise_shift": "auto", "mixed_precision": "bf16"}},
+    "lr2e-3": {"train": {"noise_shift": 1.0, "lr": 2e-3}},
+    "batch16": {"train": {"noise_shift": 1.0, "batch_size": 16}},
+    "wide": {"train": {"noise_shift": 1.0}, "network": {"base_channels": 32}},
+    "shift-wide": {"train": {"noise_shift": "auto"}, "network": {"base_channels": 32}},
+}
+
+
+# -- the sweeps --------------------------------------------------------------------------------
+class Case:
+    """A sweep: training fields and points, a model factory and its scoring."""
+
+    kind: str
+    transform: str
+    size: int
+
+    def model(self, network: dict[str, Any]) -> RhoModel:
+        spec = synthetic.field_spec(self.kind, self.size)
+        net = {**default_network(spec.shape), **self.network, **network}
+        return RhoModel.create(spec.shape, spec.param_space(), network=net, device="cpu")
+
+    network: dict[str, Any] = {}
+
+
+class Lognormal2D(Case):
+    kind, transform, size = "lognormal-field", "log-standardize", 32
+    network = {"base_channels": 16}  # demo.yaml
+
+    #: score the last evaluation of the first held-out point with point_metrics too (75 s)
+    point_metrics = False
+
+    def __init__(self, smoke: bool, samples: int = 256, truth: int = 4096, runs: int = 80,
+                 realizations: int = 6):
+        runs, realizations = (8, 2) if smoke else (runs, realizations)
+        self.samples, self.truth = (4, 64) if smoke else (samples, truth)
+        design = synthetic.default_points(self.kind, runs, np.random.default_rng([0, DESIGN_STREAM]))
+        split = assign_split(design, [f"run{i:04d}" for i in range(runs)], 0.05, 0.1, 0)
+        self.fields = np.stack([synthetic.generate(self.kind, design[i], size=32,
+                                                   rng=np.random.default_rng([0, i, r]))[0]
+                                for i in range(runs) if split[i] == 0 for r in range(realizations)])
+        self.points = [design[i] for i in range(runs) if split[i] == 0 for _ in range(realizations)]
+        held = [design[i] for i in range(runs) if split[i] == 2]
+        self.eval_points = {"held_out_0": held[0], "held_out_1": held[-1], "train": self.points[0]}
+        self.truth_sets = {}
+        for j, (label, pt) in enumerate(self.eval_points.items()):
+            ref = self._true(pt, self.truth, seed=[1, j])
+            indep = self._true(pt, self.samples, seed=[2, j])
+            self.truth_sets[label] = (ref, indep, self._scores(indep, ref))
+
+    def _true(self, point: dict, n: int, seed: list[int]) -> np.ndarray:
+        return np.stack([synthetic.generate(self.kind, point, size=32, rng=np.random.default_rng([*seed, i]))[0]
+                         for i in range(n)])
+
+    @staticmethod
+    def _scores(gen: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+        """The three headline scores of point_metrics (same definitions, without the costly rest)."""
+        from scipy.stats import wasserstein_distance
+        p_gen = power_spectrum(gen, synthetic.BOX_SIZE_MPC, ndim=2)[1]
+        p_ref = power_spectrum(ref, synthetic.BOX_SIZE_MPC, ndim=2)[1]
+        return {"spectrum_error": spectrum_error(p_gen, p_ref),
+                "wasserstein_1": float(wasserstein_distance(gen.ravel(), ref.ravel())),
+                "variance_ratio": float(np.mean(np.var(gen, axis=(1, 2))) / np.mean(np.var(ref, axis=(1, 2))))}
+
+    def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for label, pt in self.eval_points.items():
+            gen = model.sample(pt, n=self.samples, seed=7, batch_size=128)[0, :, 0]
+            ref, indep, floor = self.truth_sets[label]
+            scores = self._scores(gen, ref)
+            out[label] = {k: v for k, v in scores.items()}
+            out[label].update({f"{k}_floor": v for k, v in floor.items()})
+            out[label]["variance_ratio_floor"] = abs(floor["variance_ratio"] - 1.0)
+            if final and self.point_metrics and label == "held_out_0":
+                ds = point_metrics(gen, ref, box_size=synthetic.BOX_SIZE_MPC, field_units="1",
+                                   length_units="Mpc", reference_b=indep, triangles=())
+                out[label]["point_metrics"] = {str(k): float(ds[k]) for k in ds.data_vars if ds[k].ndim == 0}
+        held = [v for k, v in out.items() if k.startswith("held_out")]
+        out["held_out_spectrum_error"] = float(np.mean([h["spectrum_error"] for h in held]))
+        out["held_out_spectrum_floor"] = float(np.mean([h["spectrum_error_floor"] for h in held]))
+        out["held_out_over_floor"] = out["held_out_spectrum_error"] / out["held_out_spectrum_floor"]
+        out["held_out_over_train"] = out["held_out_spectrum_error"] / out["train"]["spectrum_error"]
+        return out
+
+
+class Harmonics3D(Case):
+    kind, transform = "spherical-harmonics", "standardize"
+
+    def __init__(self, smoke: bool, size: int = 32, per_lm: int = 2):
+        self.size, self.per_lm = (8 if smoke else size), (1 if smoke else per_lm)
+        self.lms = [(l, m) for l in range(4) for m in range(-l, l + 1)]
+        self.points = [{"l": l, "m": m} for l, m in self.lms]
+        self.fields = np.stack([synthetic.generate(self.kind, p, size=self.size)[0] for p in self.points])
+
+    def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
+        gen = model.sample(self.points, n=self.per_lm, seed=7, batch_size=16)[:, :, 0]  # (16, n, *grid)
+        f = self.fields
+        norm = np.sqrt((f ** 2).reshape(len(f), -1).sum(1))
+        dist = np.sqrt(((gen[:, :, None] - f[None, None]) ** 2).reshape(*gen.shape[:2], len(f), -1).sum(-1))
+        own = dist[np.arange(len(f)), :, np.arange(len(f))] / norm[:, None]  # (16, n)
+        rel = np.median(own, axis=1)
+        nearest = dist.argmin(-1)
+        return {"rel_l2_median": float(np.median(rel)), "rel_l2_max": float(rel.max()),
+                "rel_l2_per_lm": {f"{l},{m}": float(r) for (l, m), r in zip(self.lms, rel)},
+                "nearest_accuracy": float((nearest == np.arange(len(f))[:, None]).mean()),
+                "nearest_of_first_sample": nearest[:, 0].tolist()}
+
+
+class Lines1D(Case):
+    kind, transform, size = "spectral-lines", "standardize", 64
+    network = {"base_channels": 16}  # spectral_lines.yaml
+
+    def __init__(self, smoke: bool, runs: int = 200, samples: int = 16):
+        runs = 20 if smoke else runs
+        self.samples = 2 if smoke else samples
+        design = synthetic.default_points(self.kind, runs, np.random.default_rng([0, DESIGN_STREAM]))
+        split = assign_split(design, [f"run{i:04d}" for i in range(runs)], 0.05, 0.05, 0)
+        self.points = [design[i] for i in range(runs) if split[i] == 0]
+        self.fields = np.stack([synthetic.generate(self.kind, p, size=64)[0] for p in self.points])
+        self.eval_points = [design[i] for i in range(runs) if split[i] == 2]
+        self.nu = synthetic.line_wavenumbers(64)
+
+    def width_area(self, profile: np.ndarray) -> tuple[float, float]:
+        """FWHM (linear interpolation of the half-maximum crossings) and area (trapezoid)."""
+        i = int(np.argmax(profile))
+        half = profile[i] / 2
+        left = i
+        while left > 0 and profile[left] > half:
+            left -= 1
+        right = i
+        while right < len(profile) - 1 and profile[right] > half:
+            right += 1
+        cross = lambda a, b: self.nu[a] + (half - profile[a]) * (self.nu[b] - self.nu[a]) / (profile[b] - profile[a])
+        return float(cross(right - 1, right) - cross(left, left + 1)), float(np.trapezoid(profile, self.nu))
+
+    def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
+        gen = model.sample(self.eval_points, n=self.samples, seed=7, batch_size=64)[:, :, 0]
+        width_err, area_err = [], []
+        for pt, samples in zip(self.eval_points, gen):
+            w_true, a_true = self.width_area(synthetic.generate(self.kind, pt, size=64)[0])
+            wa = np.array([self.width_area(s) for s in samples])
+            width_err.append(np.median(np.abs(wa[:, 0] / w_true - 1)))
+            area_err.append(np.median(np.abs(wa[:, 1] / a_true - 1)))
+        return {"width_error": float(np.median(width_err)), "area_error": float(np.median(area_err)),
+                "points": len(self.eval_points)}
+
+
+CASES: dict[str, Callable[[bool], Case]] = {"lognormal2d": Lognormal2D, "harmonics3d": Harmonics3D,
+                                            "lines1d": Lines1D}
+CASE_BATCH = {"harmonics3d": 4}  # the issue's measurement of the default 3D model
+HEADLINE = {"lognormal2d": "held_out_spectrum_error", "harmonics3d": "rel_l2_median", "lines1d": "width_error"}
+
+
+# -- one run ---------------------------------------------------------------------------------------
+def train_config(case_name: str, arm: dict[str, Any], steps: int, every: int) -> dict[str, Any]:
+    opts = {**RECIPE, "batch_size": CASE_BATCH.get(case_name, RECIPE["batch_size"]), **arm.get("train", {})}
+    return {**opts, "steps": steps, "checkpoint_every": every, "log_every": 10 ** 9, "device": "cpu"}
+
+
+def prepare(case: Case, arm: dict[str, Any]) -> tuple[RhoModel, torch.Tensor, torch.Tensor]:
+    model = case.model(arm.get("network", {}))
+    x = np.asarray(case.fields, dtype=np.float64)[:, None]
+    transform = model._fit_transform(case.transform, x, None)
+    model.set_normalization(transform)
+    z = torch.as_tensor(transform.forward(x), dtype=torch.float32)
+    model.denoiser.sigma_data = float(z.std())
+    model.config["diffusion"]["sigma_data"] = float(z.std())
+    cond = torch.from_numpy(model.param_space.to_array(case.points))
+    return model, z, cond
+
+
+def calibrate(case_name: str, case: Case, arm: dict[str, Any], steps: int = 10) -> float:
+    """CPU seconds per training step of this arm (after 2 warm-up steps)."""
+    model, z, cond = prepare(case, arm)
+    cfg = TrainConfig(**train_config(case_name, arm, 2 + steps, 0))
+    times: list[float] = []
+    t = [time.process_time()]
+
+    def on_log(step: int, loss: float) -> None:
+        now = time.process_time()
+        if step >= 2:
+            times.append(now - t[0])
+        t[0] = now
+
+    cfg = cfg.model_copy(update={"log_every": 1})
+    train(model.denoiser, model.schedule, z, cond, cfg, progress=False, on_log=on_log)
+    return float(np.median(times))
+
+
+def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bool) -> dict[str, Any]:
+    """Train ``arm_name`` on ``case_name`` for ``cpu_minutes`` of CPU time, scoring ``evals`` times."""
+    torch.manual_seed(0)
+    case = CASES[case_name](smoke)
+    arm = ARMS[arm_name]
+    per_step = calibrate(case_name, case, arm)
+    steps = max(evals, int(cpu_minutes * 60 / per_step))
+    every = max(1, steps // evals)
+    steps = every * evals
+    model, z, cond = prepare(case, arm)
+    cfg = TrainConfig(**train_config(case_name, arm, steps, every))
+    curve: list[dict[str, Any]] = []
+    clock = {"cpu": time.process_time(), "wall": time.perf_counter(), "eval_cpu": 0.0, "eval_wall": 0.0}
+    losses: list[float] = []
+
+    def on_checkpoint(state: dict) -> None:
+        c0, w0 = time.process_time(), time.perf_counter()
+        model.ema_state = {k: v.detach().clone() for k, v in state["ema"].items()}
+        model._sampling_denoiser = None
+        model.denoiser.train()
+        row = {"step": state["step"],
+               "cpu_s": c0 - clock["cpu"] - clock["eval_cpu"], "wall_s": w0 - clock["wall"] - clock["eval_wall"],
+               "loss": float(np.mean(losses[-every:])) if losses else None}
+        row.update(case.evaluate(model, final=state["step"] == steps))
+        model._sampling_denoiser = None
+        clock["eval_cpu"] += time.process_time() - c0
+        clock["eval_wall"] += time.perf_counter() - w0
+        curve.append(row)
+        print(f"  [{case_name} {arm_name}] step {row['step']}: cpu {row['cpu_s']:.0f} s, "
+              f"{HEADLINE[case_name]} {row[HEADLINE[case_name]]:.4g}", flush=True)
+
+    def on_log(step: int, loss: float) -> None:
+        losses.append(loss)
+
+    cfg = cfg.model_copy(update={"log_every": 1})
+    train(model.denoiser, model.schedule, z, cond, cfg, progress=False, on_log=on_log,
+          on_checkpoint=on_checkpoint)
+    return {"case": case_name, "arm": arm_name, "options": arm, "config": train_config(case_name, arm, steps, every),
+            "network": model.config["network"], "params_M": model.n_parameters / 1e6,
+            "noise_shift_resolved": cfg.resolved_noise_shift(tuple(z.shape[1:])),
+            "cpu_minutes_budget": cpu_minutes, "calibrated_cpu_s_per_step": per_step, "steps": steps,
+            "threads": torch.get_num_threads(), "machine": machine(), "curve": curve}
+
+
+# -- merge: table, JSON, PNG -------------------------------------------------------------------
+def summary_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for r in runs:
+        last = r["curve"][-1]
+        row = {"case": r["case"], "arm": r["arm"], "params_M": r["params_M"], "steps": r["steps"],
+               "cpu_s": last["cpu_s"], "wall_s": last["wall_s"], HEADLINE[r["case"]]: last[HEADLINE[r["case"]]]}
+        if r["case"] == "lognormal2d":
+            held = [last[k] for k in last if k.startswith("held_out_") and isinstance(last[k], dict)]
+            row.update(floor=last["held_out_spectrum_floor"], over_floor=last["held_out_over_floor"],
+                       held_over_train=last["held_out_over_train"],
+                       w1=float(np.mean([h["wasserstein_1"] for h in held])),
+                       w1_floor=float(np.mean([h["wasserstein_1_floor"] for h in held])),
+                       var_ratio=float(np.mean([h["variance_ratio"] for h in held])))
+        elif r["case"] == "harmonics3d":
+            row.update(rel_l2_max=last["rel_l2_max"], nearest_accuracy=last["nearest_accuracy"])
+        else:
+            row.update(area_error=last["area_error"])
+        rows.append(row)
+    return rows
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = sorted({r["case"] for r in runs})
+    fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        for r in (r for r in runs if r["case"] == case):
+            x = [p["cpu_s"] / 60 for p in r["curve"]]
+            ax.plot(x, [p[HEADLINE[case]] for p in r["curve"]], marker="o", label=r["arm"])
+        if case == "lognormal2d":
+            floor = [r["curve"][-1]["held_out_spectrum_floor"] for r in runs if r["case"] == case][0]
+            ax.axhline(floor, color="k", ls=":", label="noise floor")
+        ax.set(xlabel="training CPU minutes (1 thread)", ylabel=HEADLINE[case], title=case, yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def merge(work: Path, out: Path, smoke: bool) -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(work.glob("*__*.json"))]
+    rows = summary_rows(runs)
+    cols = ["case", "arm", "params_M", "steps", "cpu_s", "wall_s", "held_out_spectrum_error", "floor",
+            "over_floor", "held_over_train", "w1", "w1_floor", "var_ratio", "rel_l2_median", "rel_l2_max",
+            "nearest_accuracy", "width_error", "area_error"]
+    print(table(rows, cols))
+    payload = {"benchmark": "time_to_quality", "machine": machine(), "smoke": smoke,
+               "clock": "cpu_s: process CPU seconds of training, one torch thread, evaluation excluded; "
+                        "it stands for wall-clock seconds on an idle core (wall_s beside it is stretched "
+                        "by other jobs on the shared cores)",
+               "recipe": RECIPE, "arms": ARMS, "summary": rows, "runs": runs}
+    write_result(out, payload)
+    plot(runs, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=sorted(CASES))
+    ap.add_argument("--arm", choices=sorted(ARMS), default="shift")
+    ap.add_argument("--cpu-minutes", type=float, default=6.0)
+    ap.add_argument("--evals", type=int, default=5)
+    ap.add_argument("--point-metrics", action="store_true",
+                    help="lognormal2d: score the last evaluation with point_metrics too")
+    ap.add_argument("--merge", action="store_true", help="combine the runs under bench/work/time_to_quality")
+    add_output_options(ap, "time_to_quality")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    out = result_path("time_to_quality", args)
+    Lognormal2D.point_metrics = args.point_metrics or args.smoke
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="rho-bench-ttq-") as tmp:
+            for case in CASES:
+                result = run(case, "shift", cpu_minutes=0.0, evals=2, smoke=True)
+                (Path(tmp) / f"{case}__shift.json").write_text(json.dumps(result, default=float))
+            merge(Path(tmp), out, smoke=True)
+        return
+    if args.merge:
+        return merge(WORK, out, smoke=False)
+    if args.case is None:
+        ap.error("give --case (one run), --merge or --smoke")
+    WORK.mkdir(parents=True, exist_ok=True)
+    result = run(args.case, args.arm, args.cpu_minutes, args.evals, smoke=False)
+    (WORK / f"{args.case}__{args.arm}.json").write_text(json.dumps(result, indent=1, default=float))
+    print(table(summary_rows([result]), ["case", "arm", "steps", "cpu_s", "wall_s", HEADLINE[args.case]]))
+
+
+if __name__ == "__main__":
+    main()
