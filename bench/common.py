@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +24,8 @@ SMOKE_RESULTS = Path(__file__).resolve().parent / "work" / "smoke"
 def machine() -> dict[str, Any]:
     """Cores, memory, CPU model, GPU (if any), library versions, and the load at start."""
     import torch
+
+    from rho_workflow.provenance import git_commit
 
     cpu = platform.processor()
     try:
@@ -46,18 +47,10 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(), "load_average_at_start": os.getloadavg(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(Path(__file__).parent),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return info
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except Exception:
-        return None
 
 
 def add_output_options(parser: argparse.ArgumentParser, name: str) -> None:

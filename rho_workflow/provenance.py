@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+from pathlib import Path
 from typing import Any
 
-__all__ = ["versions", "history_line", "provenance_record", "utc_now"]
+__all__ = ["versions", "history_line", "provenance_record", "utc_now", "git_commit"]
 
 
 def utc_now() -> str:
@@ -43,3 +44,14 @@ def history_line(action: str) -> str:
 def provenance_record(**extra: Any) -> dict[str, Any]:
     """``created``, ``host`` and :func:`versions`, plus the caller's own fields."""
     return {"created": utc_now(), "host": platform.node(), **versions(), **extra}
+
+
+def git_commit(where: str | Path) -> str | None:
+    """The short commit hash of the git checkout holding ``where``, or None outside one."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(where)).stdout.strip()
+    except Exception:  # no git, or not a checkout (an installed package)
+        return None

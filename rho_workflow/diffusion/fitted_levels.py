@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -38,6 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from rho_workflow.provenance import git_commit
 
 __all__ = ["FitSetup", "gain_error", "fit_levels", "fitted_sigmas", "fitted_table", "DATA_PATH"]
 
@@ -161,14 +162,6 @@ def fitted_sigmas(sampler: str | None, steps: int) -> torch.Tensor:
     return torch.tensor(table[sampler][int(steps)], dtype=torch.float64)
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except Exception:
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Refit the levels and write them (with the set-up and the log-snr baseline) as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      "mode of N(0, diag(lam)) against the exact probability-flow solution",
                         "optimizer": "scipy L-BFGS-B, Nelder-Mead, L-BFGS-B from log-snr starts and from "
                                      "the fit of one step fewer with its widest gap split",
-                        "git_commit": _git_commit(), "date": time.strftime("%Y-%m-%d"),
+                        "git_commit": git_commit(Path(__file__).parent), "date": time.strftime("%Y-%m-%d"),
                         "seconds": round(time.perf_counter() - t0)},
         "levels": levels,
     }
