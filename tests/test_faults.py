@@ -406,7 +406,14 @@ def test_a_second_run_into_the_same_folder_is_refused(trained, tmp_path, kept):
     out = tmp_path / "out"
     first = start("sample", str(path), log=tmp_path / "err")
     wait_for(lambda: chunks_done(out) >= 1, first, what="the first run's first chunk")
-    second = cli("sample", str(path), "--overwrite")
+    # paused (SIGSTOP to its process group), the first run is alive and mid-sweep for as long
+    # as the second takes to start: on an idle machine its other chunks could otherwise finish
+    # before the second run reaches the lock
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        second = cli("sample", str(path), "--overwrite")
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert second.returncode == 2
     message = error_line(second.stderr)
     assert f"in use by another run: pid {first.pid} on host" in message
