@@ -144,9 +144,11 @@ def true_fields(point: dict, n: int, seed: int) -> np.ndarray:
 
 
 def train_model(encoder: str, fields: np.ndarray, points: list[dict], minutes: float, seed: int,
-                work: Path, chunk: int = 200) -> dict:
+                work: Path, chunk: int = 200, steps: int | None = None) -> dict:
     """Train in chunks of ``chunk`` steps (at least one) until the wall-clock budget is spent
-    (resuming exactly); the checkpoint is written under ``work``."""
+    (resuming exactly), or to exactly ``steps`` steps (a multiple of ``chunk``: the same model
+    as a wall-clock run that reached that many, since each chunk resumes exactly); the
+    checkpoint is written under ``work``."""
     spec = synthetic.field_spec(KIND, 32)
     model = RhoModel.create((32, 32), spec.param_space(), encoder=encoder, device="cpu")
     ckpt = work / f"sampler_nfe_{encoder}.pt"
@@ -154,7 +156,12 @@ def train_model(encoder: str, fields: np.ndarray, points: list[dict], minutes: f
     if ckpt.exists():
         ckpt.unlink()
     total, t0, losses = 0, time.perf_counter(), []
-    while total == 0 or time.perf_counter() - t0 < minutes * 60:
+    def more() -> bool:
+        if steps is not None:
+            return total < steps
+        return total == 0 or time.perf_counter() - t0 < minutes * 60
+
+    while more():
         total += chunk
         result = model.fit(fields, points, transform="log-standardize", steps=total, batch_size=32,
                            lr=1e-3, warmup_steps=min(200, chunk), lr_decay="constant", seed=seed,
@@ -231,6 +238,9 @@ def exact_denoiser_rows(scale: float, specs: list[str], nfes: list[int]) -> list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-minutes", type=float, default=25.0)
+    ap.add_argument("--train-steps", type=int, default=None,
+                    help="train to exactly this many steps instead of for --train-minutes (a multiple of 200: "
+                         "3200 remakes the committed models, whose 30-min runs reached 3200)")
     ap.add_argument("--hash-minutes", type=float, default=None, help="default: same as --train-minutes")
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--design", choices=["lhs", "grid"], default="lhs",
@@ -290,8 +300,9 @@ def run(args: argparse.Namespace, work: Path, out: Path, train_chunk: int = 200,
         points = [p for p in design for _ in range(per_point)]
         for encoder in args.encoders:
             minutes = args.train_minutes if encoder == "features" else hash_minutes
-            print(f"training the {encoder} model for {minutes} min", flush=True)
-            trained[encoder] = train_model(encoder, fields, points, minutes, seed=0, work=work,
+            print(f"training the {encoder} model for {args.train_steps or minutes} "
+                  f"{'steps' if args.train_steps else 'min'}", flush=True)
+            trained[encoder] = train_model(encoder, fields, points, minutes, seed=0, work=work, steps=args.train_steps,
                                            chunk=train_chunk)
             info = {k: v for k, v in trained[encoder].items() if k != "model"}
             info.update(design=args.design, design_points=len(design), fields_per_point=per_point,
@@ -300,7 +311,8 @@ def run(args: argparse.Namespace, work: Path, out: Path, train_chunk: int = 200,
         if args.stage == "train":
             return
     else:
-        for encoder in ("features", "hash"):
+        needed = ["features"] if args.samplers_only or args.stage == "spread" else ["features", "hash"]
+        for encoder in needed:
             trained[encoder] = {"model": RhoModel.load(work / f"sampler_nfe_{encoder}.pt", device="cpu")}
 
     box = synthetic.BOX_SIZE_MPC

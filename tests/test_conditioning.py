@@ -239,3 +239,36 @@ def test_aliased_octaves_take_unseen_values_between_grid_points():
 def test_feature_encoder_default_is_alias_free_on_coarse_grids():
     assert FeatureEncoder(GRID_SPACE, 8).n_frequencies == 1
     assert fourier_aliasing(GRID_SPACE, GRID_SPACE.to_array(GRID), FeatureEncoder(GRID_SPACE, 8).n_frequencies) == []
+
+
+# -- parameter jitter ------------------------------------------------------------------------------
+def test_jitter_is_gaussian_noise_in_units_of_each_range_in_training_mode_only(space):
+    enc = FeatureEncoder(space, emb_dim=8, jitter=0.05)
+    cond = cond_of(space, [{"n": -2.0, "L": 40.0, "model": "lognormal"}] * 4)
+    enc.eval()
+    plain = enc(cond)
+    torch.testing.assert_close(enc(cond), plain)  # eval mode: no noise
+    enc.train()
+    torch.manual_seed(3)
+    jittered = enc(cond)
+    torch.manual_seed(3)
+    eps = torch.randn((4, 2), dtype=torch.float32)  # the same draw, in normalized units
+    moved = cond.clone()
+    moved[:, 0] += 0.05 * 2.0 * eps[:, 0].double()   # range of n: 2
+    moved[:, 1] += 0.05 * 90.0 * eps[:, 1].double()  # range of L: 90 Mpc
+    enc.eval()
+    torch.testing.assert_close(jittered, enc(moved), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(jittered, plain)
+
+
+def test_jitter_zero_changes_nothing_and_bad_jitter_is_refused(space):
+    enc = FeatureEncoder(space, emb_dim=8)
+    cond = cond_of(space, [{"n": -2.0, "L": 40.0, "model": 3}] * 2)
+    enc.train()
+    torch.testing.assert_close(enc(cond), enc.eval()(cond))
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="jitter"):
+            FeatureEncoder(space, emb_dim=8, jitter=bad)
+    assert make_condition_encoder("features", space, 8, jitter=0.02).inner.jitter == 0.02
+    with pytest.raises(ValueError, match="jitter"):
+        make_condition_encoder("hash", space, 8, jitter=0.02)  # the hash cannot interpolate

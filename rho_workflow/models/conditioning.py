@@ -53,8 +53,8 @@ def make_condition_encoder(kind: str, param_space: ParamSpace, emb_dim: int, p_u
     """Resolve a conditioning kind -- ``"hash"`` (Cai & Lee 2023), ``"features"`` or ``"none"``.
 
     A parameter space with zero parameters gives an unconditional encoder whatever the kind.
-    ``options`` go to the inner encoder (``code_length`` for hash; ``n_frequencies`` and
-    ``categorical_dim`` for features).
+    ``options`` go to the inner encoder (``code_length`` for hash; ``n_frequencies``,
+    ``categorical_dim`` and ``jitter`` for features).
     """
     if kind not in ENCODER_KINDS:
         raise ValueError(f"condition encoder kind {kind!r} is unknown; valid kinds are {list(ENCODER_KINDS)}")
@@ -66,7 +66,7 @@ def make_condition_encoder(kind: str, param_space: ParamSpace, emb_dim: int, p_u
             )
         return ConditionEncoder(None, emb_dim, p_uncond, param_space=param_space)
     cls = HashEncoder if kind == "hash" else FeatureEncoder
-    valid = ("code_length",) if kind == "hash" else ("n_frequencies", "categorical_dim")
+    valid = ("code_length",) if kind == "hash" else ("n_frequencies", "categorical_dim", "jitter")
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"condition encoder {kind!r}: unknown options {unknown}; valid options are {list(valid)}")

@@ -51,13 +51,28 @@ class FeatureEncoder(nn.Module):
         Number of octaves ``k = 0 .. n_frequencies - 1`` (0 keeps only ``x``).
     categorical_dim : int
         Width of each categorical embedding.
+    jitter : float
+        Standard deviation, in units of each continuous parameter's range, of Gaussian noise
+        added to the normalized values in training mode (never in eval mode). A simulated
+        field is one draw at its point, and a network conditioned precisely enough learns each
+        point's own draws: where a point has few realizations it reproduces their sampling
+        noise (a training point of the demo sweep, with 6 fields, shows their 10% excess
+        variance), and interpolates that noise to unseen points. Jitter trains the network
+        on the neighbourhood of each point instead, a kernel smoother in parameter space of
+        bandwidth ``jitter``: less variance at the cost of a bias of order
+        ``jitter**2`` times the curvature of the field statistics in the parameters. Drawn
+        from torch's global RNG, which the trainer seeds per step (resumable).
     """
 
     def __init__(self, param_space: ParamSpace, emb_dim: int, n_frequencies: int = 1,
-                 categorical_dim: int = 16):
+                 categorical_dim: int = 16, jitter: float = 0.0):
         super().__init__()
         if n_frequencies < 0:
             raise ValueError(f"n_frequencies {n_frequencies}: must be >= 0 (0 keeps only x itself)")
+        if not (math.isfinite(jitter) and 0.0 <= jitter < 1.0):
+            raise ValueError(f"jitter {jitter}: the parameter jitter must be in [0, 1) of each parameter's "
+                             "range (0 turns it off)")
+        self.jitter = float(jitter)
         self.param_space = param_space
         self.emb_dim = int(emb_dim)
         self.n_frequencies = int(n_frequencies)
@@ -91,6 +106,8 @@ class FeatureEncoder(nn.Module):
         parts = []
         if self.continuous:
             x = self.normalized(cond).to(dtype)
+            if self.training and self.jitter > 0:
+                x = x + self.jitter * torch.randn(x.shape, dtype=x.dtype, device=x.device)
             args = x[:, :, None] * self.freqs.to(dtype)
             parts.append(torch.cat([x[:, :, None], args.sin(), args.cos()], dim=2).flatten(1))
         for j, embedding in zip(self.categorical, self.embeddings):
