@@ -144,6 +144,7 @@ class Lognormal2D(Case):
         p_gen = power_spectrum(gen, synthetic.BOX_SIZE_MPC, ndim=2)[1]
         p_ref = power_spectrum(ref, synthetic.BOX_SIZE_MPC, ndim=2)[1]
         return {"spectrum_error": spectrum_error(p_gen, p_ref),
+                "spectrum_ratio": (p_gen / p_ref).tolist(),  # per k-shell, for the shape of the error
                 "wasserstein_1": float(wasserstein_distance(gen.ravel(), ref.ravel())),
                 "variance_ratio": float(np.mean(np.var(gen, axis=(1, 2))) / np.mean(np.var(ref, axis=(1, 2))))}
 

@@ -22,6 +22,7 @@ import xarray as xr
 
 from rho_workflow.api import RhoModel
 from rho_workflow.data import synthetic
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 from rho_workflow.evaluate.plots import plot_field_gallery, plot_spectra
 from rho_workflow.evaluate.spectra import power_spectrum, spectrum_error
 
@@ -63,7 +64,7 @@ def main() -> None:
     evaluation = {"seen": points[0], "unseen": {"index": -1.75, "amplitude": 1.5}}
     summary, spectra, gallery, titles, arrays = {}, {}, [], [], []
     for label, point in evaluation.items():
-        gen = model.sample(point, n=args.samples, sampler="dpmpp_3m", steps=25, seed=1)[0, :, 0]
+        gen = model.sample(point, n=args.samples, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, seed=1)[0, :, 0]
         ref = true_fields(point, 256, seed=1000)
         k, p_gen, _ = power_spectrum(gen, box, ndim=2)
         _, p_ref, _ = power_spectrum(ref, box, ndim=2)
@@ -92,7 +93,7 @@ def main() -> None:
         },
         attrs={"Conventions": "CF-1.8", "title": "rho_workflow quickstart samples",
                "history": f"{time.strftime('%Y-%m-%dT%H:%M:%S')} examples/quickstart.py",
-               "sampler": "dpmpp_3m", "steps": 25, "seed": 1},
+               "sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "seed": 1},
     )
     ds.to_netcdf(out / "samples.nc")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -24,7 +24,7 @@ import xarray as xr
 
 from rho_workflow.data.labels import default_labels
 from rho_workflow.data.labels import labels_of_dataarray as labels_of
-from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 from rho_workflow.params import ParamSpace
 from rho_workflow.workflow.output import provenance_attrs, sweep_dataset
 from rho_workflow.workflow.sweep import SweepPlan, SweepRequest, plan_sweep
@@ -119,7 +119,7 @@ class RhoDatasetAccessor:
 def sample_sweep(model: Any, *, grid: Mapping[str, Any] | None = None,
                  table: Sequence[Mapping[str, Any]] | None = None,
                  table_units: Mapping[str, str] | None = None, members: int = 4, seed: int = 0,
-                 sampler: str = DEFAULT_SAMPLER, steps: int = 25, guidance: float = 0.0,
+                 sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, guidance: float = 0.0,
                  batch_size: int = 16, allow_extrapolation: bool = False,
                  spacing: str | None = None) -> xr.Dataset:
     """Sample a grid or table sweep in this process; a labeled, CF-attributed Dataset.

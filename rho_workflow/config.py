@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 from pydantic import Field, field_validator, model_validator
 
 from rho_workflow.atomic import fingerprint as config_fingerprint
-from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 from rho_workflow.diffusion.samplers import SAMPLERS as SAMPLER_REGISTRY
 from rho_workflow.diffusion.schedules import SPACINGS
 
@@ -139,17 +139,19 @@ class SamplingSection(Section):
     path of a CSV file with one column per parameter) with ``table_units``. Every point gets
     ``members`` samples; sample ``m`` of point ``p`` is seeded by ``derive_seed(seed, p, m)``.
     With ``conditioning`` every sample is drawn from the model conditioned on observations.
-    ``spacing`` chooses the noise levels (default: the sampler's own, e.g. ``log-snr``);
-    ``fitted`` takes the levels fitted on the exact Gaussian denoiser
-    (:mod:`rho_workflow.diffusion.fitted_levels`), stored for some samplers and step counts.
+    ``spacing`` chooses the noise levels; ``fitted`` takes the levels fitted on the exact
+    Gaussian denoiser (:mod:`rho_workflow.diffusion.fitted_levels`), stored for dpmpp_2m,
+    dpmpp_3m, unipc and unipc_bh1 at 5-16 steps. Left out, it is ``fitted`` where those exist
+    and the sampler's own (e.g. ``log-snr``) otherwise; the default sampler is ``unipc`` with
+    12 steps.
     The network is evaluated in fixed micro-batches of ``batch_size`` consecutive samples of the
     sweep, so that results do not depend on ``chunk_size`` (samples per Dask task, a multiple
     of ``batch_size``).
     """
 
     sampler: Literal[SAMPLERS] = DEFAULT_SAMPLER  # type: ignore[valid-type]
-    steps: int = Field(25, ge=1)
-    spacing: Literal[SPACINGS] | None = None  # type: ignore[valid-type]  # None: the sampler's own
+    steps: int = Field(DEFAULT_STEPS, ge=1)
+    spacing: Literal[SPACINGS] | None = None  # type: ignore[valid-type]  # None: fitted where stored, else the sampler's own
     guidance: float = Field(0.0, ge=0.0)
     members: int = Field(4, ge=1)
     seed: int = Field(0, ge=0)

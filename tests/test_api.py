@@ -188,18 +188,20 @@ def test_fit_warns_when_the_training_design_aliases_the_feature_encoder():
         make_model().fit(x, pts, steps=1, batch_size=8, progress=False)
 
 
-def test_default_sampler_is_dpmpp_3m_and_warns_below_its_step_range():
+def test_default_sampler_is_unipc_on_fitted_levels_at_12_steps_and_warns_off_them():
     x, pts = tiny_data(n=16)
     model = make_model()
     model.fit(x, pts, steps=2, batch_size=8, progress=False)
     point = {"temperature": 250.0, "phase": "gas"}
-    with pytest.warns(UserWarning, match="dpmpp_3m with 5 steps"):
-        default = model.sample(point, n=2, steps=5, seed=3)
-    np.testing.assert_array_equal(default, model.sample(point, n=2, steps=5, seed=3, sampler="dpmpp_3m"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.sample(point, n=2, steps=12, seed=3)
+        default = model.sample(point, n=2, seed=3)
+        model.sample(point, n=2, steps=5, seed=3)  # fitted levels are stored down to 5 steps
         model.sample(point, n=2, steps=5, seed=3, sampler="dpmpp_2m")
+    np.testing.assert_array_equal(default, model.sample(point, n=2, steps=12, seed=3, sampler="unipc",
+                                                        spacing="fitted"))
+    with pytest.warns(UserWarning, match="unipc with 5 steps"):  # its own log-snr levels, below 10 steps
+        model.sample(point, n=2, steps=5, seed=3, spacing="log-snr")
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5, True])

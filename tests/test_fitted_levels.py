@@ -114,10 +114,12 @@ def test_the_api_samples_with_fitted_levels_and_without_the_few_steps_warning():
               progress=False)
     point = {"temperature": 250.0}
     with pytest.warns(UserWarning, match="dpmpp_3m with 10 steps"):
-        log_snr = model.sample(point, n=2, steps=10, seed=1, sampler="dpmpp_3m")
+        log_snr = model.sample(point, n=2, steps=10, seed=1, sampler="dpmpp_3m", spacing="log-snr")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitted = model.sample(point, n=2, steps=10, seed=1, sampler="dpmpp_3m", spacing="fitted")
+        default = model.sample(point, n=2, steps=10, seed=1, sampler="dpmpp_3m")  # fitted where stored
     assert fitted.shape == (1, 2, 1, 8) and np.isfinite(fitted).all() and not np.allclose(fitted, log_snr)
+    np.testing.assert_array_equal(default, fitted)
     with pytest.raises(ValueError, match="has fitted levels for steps"):
         model.sample(point, n=2, steps=30, seed=1, sampler="unipc", spacing="fitted")

@@ -48,7 +48,8 @@ def test_config_accepts_known_spacings_only():
 
 
 def test_sweep_with_fitted_levels_samples_those_levels(tmp_path):
-    """In-process sweep (the accessor path): fitted and default levels give different fields."""
+    """In-process sweep (the accessor path): fitted and log-snr levels give different fields, and
+    left out, the spacing is the fitted one where it is stored (unipc at 10 steps)."""
     from rho_workflow.api import RhoModel
     from rho_workflow.accessor import sample_sweep
 
@@ -59,6 +60,10 @@ def test_sweep_with_fitted_levels_samples_those_levels(tmp_path):
     a = sample_sweep(model, grid={"a": [0.2, 0.8]}, members=2, sampler="unipc", steps=10,
                      spacing="fitted")
     b = sample_sweep(model, grid={"a": [0.2, 0.8]}, members=2, sampler="unipc", steps=10)
+    c = sample_sweep(model, grid={"a": [0.2, 0.8]}, members=2, sampler="unipc", steps=10, spacing="log-snr")
     var = list(a.data_vars)[0]
-    assert a.attrs["rho_spacing"] == "fitted" and b.attrs["rho_spacing"] == "default"
-    assert not np.allclose(a[var].values, b[var].values)
+    assert a.attrs["rho_spacing"] == "fitted" and b.attrs["rho_spacing"] == "default (fitted)"
+    np.testing.assert_array_equal(a[var].values, b[var].values)
+    assert not np.allclose(a[var].values, c[var].values)
+    d = sample_sweep(model, grid={"a": [0.2]}, members=1, sampler="unipc", steps=25)
+    assert d.attrs["rho_spacing"] == "default (log-snr)"  # no fitted levels stored at 25 steps

@@ -22,7 +22,7 @@ from rho_workflow.data.transforms import Affine, Chain, Log, Transform, transfor
 from rho_workflow.diffusion.posterior import observed
 from rho_workflow.diffusion.precond import Denoiser, guided
 from rho_workflow.diffusion.random import BatchGenerator, derive_seed
-from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, SAMPLERS, sampler_spec
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, default_spacing, sampler_spec
 from rho_workflow.diffusion.schedules import make_schedule, sampling_sigmas
 from rho_workflow.models import FeatureEncoder, build_network, fourier_aliasing
 from rho_workflow.errors import RhoWorkflowError
@@ -34,7 +34,9 @@ from rho_workflow.training.trainer import TrainConfig, TrainResult, resolve_devi
 
 __all__ = ["TrainedModel", "default_network", "DEFAULT_SAMPLER", "DEFAULT_SPACING"]
 
-#: Re-exported from the sampler registry (rho_workflow.diffusion.samplers), where the facts live.
+#: Re-exported from the sampler registry (rho_workflow.diffusion.samplers), where the facts live:
+#: each sampler's own spacing, used when none is given and no fitted levels are stored for the
+#: step count (:func:`~rho_workflow.diffusion.samplers.default_spacing`).
 DEFAULT_SPACING = {name: spec.spacing for name, spec in SAMPLERS.items()}
 
 
@@ -231,15 +233,17 @@ class TrainedModel:
 
     @torch.no_grad()
     def sample_seeded(self, points: Sequence[Mapping[str, Any]], seeds: Sequence[int], *,
-                      sampler: str = DEFAULT_SAMPLER, steps: int = 25, guidance: float = 0.0,
+                      sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS, guidance: float = 0.0,
                       spacing: str | None = None, batch_size: int = 64,
                       allow_extrapolation: bool = False, physical: bool = True,
                       observe: Any = None, cg_iters: int = 20, **sampler_options: Any) -> np.ndarray:
         """One field per (point, seed), shape ``(B, C, *spatial)``.
 
         ``sampler`` is one of ``ddpm``, ``ddim``, ``dpmpp_2m``, ``dpmpp_3m``, ``heun``, ``unipc``,
-        ``unipc_bh1``; ``spacing`` that of its noise levels (its registry default when None; ``fitted``
-        for the levels fitted on the exact Gaussian denoiser); ``steps`` the number of noise levels
+        ``unipc_bh1`` (default: ``unipc``, 12 steps); ``spacing`` that of its noise levels (when None:
+        ``fitted``, the levels fitted on the exact Gaussian denoiser, where they are stored for the
+        sampler and step count, else the sampler's own: :func:`~rho_workflow.diffusion.samplers.default_spacing`);
+        ``steps`` the number of noise levels
         (``ddpm`` with ``steps == T`` is Ho et al.'s full chain); ``guidance`` the classifier-free
         guidance scale (0: the calibrated conditional density). Values come back
         in physical units (``physical=False``: normalized), NaN at masked points.
@@ -261,9 +265,9 @@ class TrainedModel:
                                      f"{sorted(SAMPLERS)}; fix: pass one of them")
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise SampleRequestError(f"sample: steps={steps!r}; the rule: the number of noise "
-                                     "levels must be an integer >= 1; fix: pass steps=25 or so")
+                                     "levels must be an integer >= 1; fix: pass steps=12 or so")
         spec = sampler_spec(sampler)
-        spacing = spacing or spec.spacing
+        spacing = spacing or default_spacing(sampler, steps, self.schedule)
         for problem in spec.warnings(steps, spacing, self.schedule.name):
             warnings.warn(problem, stacklevel=2)
         sigmas = sampling_sigmas(self.schedule, steps, spacing=spacing, sampler=sampler)

@@ -28,6 +28,7 @@ import xarray as xr
 import rho_workflow
 from rho_workflow.atomic import atomic_path
 from rho_workflow.data.labels import default_labels as default_metadata
+from rho_workflow.diffusion.samplers import default_spacing
 from rho_workflow.errors import RhoWorkflowError
 from rho_workflow.provenance import utc_now
 from rho_workflow.workflow.sweep import SweepPlan
@@ -180,7 +181,7 @@ def provenance_attrs(plan: SweepPlan, *, checkpoint_sha256: str | None, config: 
         "rho_checkpoint_sha256": checkpoint_sha256 or "unknown",
         "rho_sampler": plan.sampler,
         "rho_steps": int(plan.steps),
-        "rho_spacing": plan.spacing or "default",
+        "rho_spacing": plan.spacing or f"default ({default_spacing(plan.sampler, plan.steps)})",
         "rho_seed": int(plan.seed),
         "rho_guidance": float(plan.guidance),
         "rho_members": int(plan.members),

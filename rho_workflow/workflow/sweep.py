@@ -29,7 +29,7 @@ import numpy as np
 from rho_workflow.atomic import file_sha256
 from rho_workflow.data.calendars import is_time_units
 from rho_workflow.diffusion.random import derive_seed
-from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER
+from rho_workflow.diffusion.samplers import DEFAULT_SAMPLER, DEFAULT_STEPS
 from rho_workflow.params import ParameterError, ParamSpace
 from rho_workflow.errors import ConfigError
 
@@ -48,7 +48,7 @@ class SweepRequest:
     members: int = 4
     seed: int = 0
     sampler: str = DEFAULT_SAMPLER
-    steps: int = 25
+    steps: int = DEFAULT_STEPS
     spacing: str | None = None
     guidance: float = 0.0
     allow_extrapolation: bool = False
