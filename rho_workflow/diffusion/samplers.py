@@ -368,11 +368,11 @@ SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in (
 )}
 
 #: The sampler and step count of :meth:`RhoModel.sample`, the config and the accessor when none
-#: is named. UniPC on its fitted levels at 12 network calls is within one point of 1000-step
-#: ancestral DDPM on the trained model of bench/sampler_nfe: spectrum error 2.6% (mean of 5
-#: seeds) / 2.4% (one seed) at the held-out / training point, against DDPM's 2.8% / 2.3% and
-#: DPM-Solver++(3M) at 25 calls on log-snr levels (the default before) 2.4% / 2.6%: the same
-#: quality for half the network calls.
+#: is named. On the trained model of bench/sampler_nfe, UniPC on its fitted levels at 12
+#: network calls has a spectrum error of 2.6% / 3.6% (mean of 5 seeds) at the held-out /
+#: training point, DPM-Solver++(3M) at 25 calls on log-snr levels (the default before) 2.4% /
+#: 3.6%, and one seed of 1000-step ancestral DDPM 2.8% / 2.3%: the quality of the old default
+#: for half the network calls.
 DEFAULT_SAMPLER = "unipc"
 DEFAULT_STEPS = 12
 
