@@ -54,14 +54,15 @@ class FeatureEncoder(nn.Module):
     jitter : float
         Standard deviation, in units of each continuous parameter's range, of Gaussian noise
         added to the normalized values in training mode (never in eval mode). A simulated
-        field is one draw at its point, and a network conditioned precisely enough learns each
-        point's own draws: where a point has few realizations it reproduces their sampling
-        noise (a training point of the demo sweep, with 6 fields, shows their 10% excess
-        variance), and interpolates that noise to unseen points. Jitter trains the network
-        on the neighbourhood of each point instead, a kernel smoother in parameter space of
-        bandwidth ``jitter``: less variance at the cost of a bias of order
-        ``jitter**2`` times the curvature of the field statistics in the parameters. Drawn
-        from torch's global RNG, which the trainer seeds per step (resumable).
+        field is one draw at its point; where a point has few realizations, a network
+        conditioned precisely enough can learn their sampling noise and interpolate it to
+        unseen points. Jitter trains the network on the neighbourhood of each point instead, a
+        kernel smoother in parameter space of bandwidth ``jitter``: less variance at the cost
+        of a bias of order ``jitter**2`` times the curvature of the field statistics in the
+        parameters. Off by default: on the demo sweep (6 fields per run) 0.06 did not change
+        the held-out spectrum error after 4 CPU minutes (8.8% with and without,
+        bench/time_to_quality.py). Drawn from torch's global RNG, which the trainer seeds per
+        step (resumable).
     """
 
     def __init__(self, param_space: ParamSpace, emb_dim: int, n_frequencies: int = 1,
