@@ -66,7 +66,7 @@ from rho_workflow.data.make_data import DESIGN_STREAM  # noqa: E402
 from rho_workflow.data.store import assign_split  # noqa: E402
 from rho_workflow.evaluate.point_metrics import point_metrics  # noqa: E402
 from rho_workflow.evaluate.spectra import power_spectrum, spectrum_error  # noqa: E402
-from rho_workflow.training.trainer import TrainConfig, train  # noqa: E402
+from rho_workflow.training.trainer import EMA, TrainConfig, train  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "work" / "time_to_quality"
 RECIPE = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.99, "seed": 0}  # demo.yaml
@@ -89,6 +89,11 @@ ARMS: dict[str, dict[str, Any]] = {
     "jitter0.06": {"train": {"noise_shift": "auto"}, "network": {"condition": {"jitter": 0.06}}},
     "jitter0.1": {"train": {"noise_shift": "auto"}, "network": {"condition": {"jitter": 0.1}}},
     "ema0.999": {"train": {"noise_shift": "auto", "ema_decay": 0.999}},
+    # EDM2's power-function EMA (width 10% of the steps so far); the other profiles are tracked
+    # in the same run and scored at its end: the EMA length chosen after training
+    "ema-power": {"train": {"noise_shift": "auto", "ema": "power", "ema_std": 0.10},
+                  "ema_variants": {"power-0.05": ["power", 0.05], "power-0.20": ["power", 0.20],
+                                   "exponential-0.99": ["exponential", 0.99]}},
 }
 
 
@@ -312,6 +317,9 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
     steps = every * evals
     model, z, cond = prepare(case, arm)
     cfg = TrainConfig(**train_config(case_name, arm, steps, every))
+    variants = {name: EMA(model.denoiser.net, decay=std if kind == "exponential" else 0.0, kind=kind,
+                          std=std if kind == "power" else 0.10)
+                for name, (kind, std) in arm.get("ema_variants", {}).items()}
     curve: list[dict[str, Any]] = []
     clock = {"cpu": time.process_time(), "wall": time.perf_counter(), "eval_cpu": 0.0, "eval_wall": 0.0}
     losses: list[float] = []
@@ -326,6 +334,13 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
                "loss": float(np.mean(losses[-every:])) if losses else None}
         row.update(case.evaluate(model, final=state["step"] == steps))
         model._sampling_denoiser = None
+        if state["step"] == steps and variants:  # the other EMA profiles of the same run
+            row["ema_variants"] = {}
+            for name, ema in variants.items():
+                model.ema_state = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+                row["ema_variants"][name] = case.evaluate(model, final=False)
+                model._sampling_denoiser = None
+            model.ema_state = {k: v.detach().clone() for k, v in state["ema"].items()}
         clock["eval_cpu"] += time.process_time() - c0
         clock["eval_wall"] += time.perf_counter() - w0
         curve.append(row)
@@ -334,6 +349,8 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
 
     def on_log(step: int, loss: float) -> None:
         losses.append(loss)
+        for ema in variants.values():
+            ema.update(model.denoiser.net, step)
 
     cfg = cfg.model_copy(update={"log_every": 1})
     train(model.denoiser, model.schedule, z, cond, cfg, progress=False, on_log=on_log,
@@ -416,6 +433,8 @@ def main() -> None:
     ap.add_argument("--case", choices=sorted(CASES))
     ap.add_argument("--arm", choices=sorted(ARMS), default="shift")
     ap.add_argument("--cpu-minutes", type=float, default=6.0)
+    ap.add_argument("--label", default=None,
+                    help="name of the run (default: the arm), for one arm at several budgets, e.g. shift-30min")
     ap.add_argument("--evals", type=int, default=5)
     ap.add_argument("--point-metrics", action="store_true",
                     help="lognormal2d: score the last evaluation with point_metrics too")
@@ -439,7 +458,9 @@ def main() -> None:
         ap.error("give --case (one run), --merge or --smoke")
     WORK.mkdir(parents=True, exist_ok=True)
     result = run(args.case, args.arm, args.cpu_minutes, args.evals, smoke=False)
-    (WORK / f"{args.case}__{args.arm}.json").write_text(json.dumps(result, indent=1, default=float))
+    label = args.label or args.arm
+    result["arm"] = label  # the row's name; "options" holds the arm's recipe
+    (WORK / f"{args.case}__{label}.json").write_text(json.dumps(result, indent=1, default=float))
     print(table(summary_rows([result]), ["case", "arm", "steps", "cpu_s", "wall_s", HEADLINE[args.case]]))
 
 

@@ -222,3 +222,26 @@ def test_mask_averages_over_valid_points_only():
 def test_loss_needs_a_prediction_for_bare_denoisers():
     with pytest.raises(ValueError, match="prediction="):
         denoising_loss(lambda x, s, c=None: x, DATA.sample(4), None, SCHEDULE)
+
+
+# -- EMA profiles ----------------------------------------------------------------------------------
+def test_power_ema_averages_with_weights_growing_as_t_to_the_gamma():
+    """EDM2's power-function EMA: after N steps, the average of the weights theta_t = t is
+    sum t^(g+1) / sum t^g = (g + 1) / (g + 2) N (large N), and its gamma gives the std asked."""
+    from rho_workflow.training.trainer import EMA, power_ema_gamma
+
+    g = power_ema_gamma(0.10)
+    assert abs((g + 1) / ((g + 2) ** 2 * (g + 3)) - 0.01) < 1e-9 and abs(g - 6.94) < 0.01
+    net = nn.Linear(1, 1, bias=False)
+    ema = EMA(net, decay=0.0, kind="power", std=0.10)
+    n = 2000
+    for step in range(n):
+        with torch.no_grad():
+            net.weight.fill_(step + 1.0)
+        ema.update(net, step)
+    t = torch.arange(1, n + 1, dtype=torch.float64)
+    exact = float((t ** g * t).sum() / (t ** g).sum())
+    assert abs(float(ema.state_dict()["weight"]) / exact - 1) < 2e-3
+    assert abs(exact / n - (g + 1) / (g + 2)) < 2e-3
+    with pytest.raises(ValueError, match="ema_std"):
+        power_ema_gamma(0.3)

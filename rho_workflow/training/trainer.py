@@ -31,7 +31,7 @@ from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.errors import RunInterrupted
 from rho_workflow.sections import Section, validate_section
 
-__all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device"]
+__all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device", "power_ema_gamma"]
 
 
 class TrainConfig(Section):
@@ -47,6 +47,11 @@ class TrainConfig(Section):
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    #: "exponential": fixed ``ema_decay``; "power": the power-function profile of EDM2
+    #: (Karras et al. 2024), whose averaging length grows with training: relative standard
+    #: deviation ``ema_std`` of the averaged weights over the steps so far
+    ema: Literal["exponential", "power"] = "exponential"
+    ema_std: float = Field(0.10, gt=0.0, lt=0.289)
     weighting: Literal["plain", "min-snr"] = "plain"
     min_snr_gamma: float = 5.0
     sigma_sampling: Literal["schedule", "lognormal"] = "schedule"
@@ -78,17 +83,44 @@ class TrainConfig(Section):
         return float(self.noise_shift)
 
 
-class EMA:
-    """Exponential moving average of weights with the usual warm-up of the decay,
-    ``decay_k = min(decay, (1 + k) / (10 + k))`` (so early averages are not stuck at init)."""
+def power_ema_gamma(std: float) -> float:
+    """The exponent ``gamma`` of the EDM2 power-function EMA with relative standard deviation
+    ``std`` (Karras et al. 2024, eq. 3: ``std**2 = (g + 1) / ((g + 2)**2 (g + 3))``, decreasing
+    in ``g``; 0.05 -> 16.97, 0.10 -> 6.94), by bisection."""
+    if not 0.0 < std < 12 ** -0.5:
+        raise ValueError(f"ema_std {std}: the power EMA's relative standard deviation must be in (0, 0.289)")
+    lo, hi = -1.0 + 1e-12, 1e6
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if (mid + 1) / ((mid + 2) ** 2 * (mid + 3)) > std ** 2:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+
+class EMA:
+    """Moving average of weights.
+
+    ``exponential``: decay ``min(decay, (1 + k) / (10 + k))`` at step ``k`` (the usual warm-up,
+    so early averages are not stuck at init). ``power`` (EDM2, Karras et al. 2024): decay
+    ``(1 - 1 / t) ** (gamma + 1)`` with ``t = k + 1``, an average of all steps so far with
+    weights growing as ``t ** gamma``, whose width is a fixed fraction ``std`` of the training
+    length however long that is (:func:`power_ema_gamma`)."""
+
+    def __init__(self, model: nn.Module, decay: float, kind: str = "exponential", std: float = 0.10):
+        if kind not in ("exponential", "power"):
+            raise ValueError(f"ema {kind!r}: must be 'exponential' or 'power'")
+        self.decay, self.kind = decay, kind
+        self.gamma = power_ema_gamma(std) if kind == "power" else None
         self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+        if self.kind == "power":
+            d = (1.0 - 1.0 / (step + 1)) ** (self.gamma + 1)
+        else:
+            d = min(self.decay, (1 + step) / (10 + step))
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
                 self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
@@ -140,7 +172,7 @@ def _prepare(denoiser: nn.Module, cfg: TrainConfig, state: dict | None, device: 
     net = denoiser.net
     if state is not None:
         net.load_state_dict(state["model"])
-    ema = EMA(net, cfg.ema_decay)
+    ema = EMA(net, cfg.ema_decay, cfg.ema, cfg.ema_std)
     if state is not None and state.get("ema") is not None:
         ema.load_state_dict(state["ema"])
     model = denoiser
