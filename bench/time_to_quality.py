@@ -69,6 +69,10 @@ from rho_workflow.evaluate.spectra import power_spectrum, spectrum_error  # noqa
 from rho_workflow.training.trainer import EMA, TrainConfig, train  # noqa: E402
 
 WORK = Path(__file__).resolve().parent / "work" / "time_to_quality"
+#: The sampler of every evaluation, fixed so that arms differ in training only: DPM-Solver++(3M)
+#: at 25 calls on log-snr levels, the package default until issue 14 (the default since, UniPC
+#: at 12 calls on fitted levels, scores the same on bench/sampler_nfe's model)
+SAMPLING = {"sampler": "dpmpp_3m", "steps": 25, "spacing": "log-snr"}
 RECIPE = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.99, "seed": 0}  # demo.yaml
 
 #: Recipe changes tried against each case's base ("train": TrainConfig options, "network":
@@ -184,7 +188,7 @@ class Lognormal2D(Case):
     def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for label, pt in self.eval_points.items():
-            gen = model.sample(pt, n=self.samples, seed=7, batch_size=128)[0, :, 0]
+            gen = model.sample(pt, n=self.samples, seed=7, batch_size=128, **SAMPLING)[0, :, 0]
             ref, indep, floor = self.truth_sets[label]
             scores = self._scores(gen, ref)
             out[label] = {k: v for k, v in scores.items()}
@@ -212,7 +216,7 @@ class Harmonics3D(Case):
         self.fields = np.stack([synthetic.generate(self.kind, p, size=self.size)[0] for p in self.points])
 
     def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
-        gen = model.sample(self.points, n=self.per_lm, seed=7, batch_size=16)[:, :, 0]  # (16, n, *grid)
+        gen = model.sample(self.points, n=self.per_lm, seed=7, batch_size=16, **SAMPLING)[:, :, 0]  # (16, n, *grid)
         f = self.fields
         norm = np.sqrt((f ** 2).reshape(len(f), -1).sum(1))
         dist = np.sqrt(((gen[:, :, None] - f[None, None]) ** 2).reshape(*gen.shape[:2], len(f), -1).sum(-1))
@@ -253,7 +257,7 @@ class Lines1D(Case):
         return float(cross(right - 1, right) - cross(left, left + 1)), float(np.trapezoid(profile, self.nu))
 
     def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
-        gen = model.sample(self.eval_points, n=self.samples, seed=7, batch_size=64)[:, :, 0]
+        gen = model.sample(self.eval_points, n=self.samples, seed=7, batch_size=64, **SAMPLING)[:, :, 0]
         width_err, area_err = [], []
         for pt, samples in zip(self.eval_points, gen):
             w_true, a_true = self.width_area(synthetic.generate(self.kind, pt, size=64)[0])
@@ -359,7 +363,7 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
             "network": model.config["network"], "params_M": model.n_parameters / 1e6,
             "noise_shift_resolved": cfg.resolved_noise_shift(tuple(z.shape[1:])),
             "cpu_minutes_budget": cpu_minutes, "calibrated_cpu_s_per_step": per_step, "steps": steps,
-            "threads": torch.get_num_threads(), "machine": machine(), "curve": curve}
+            "threads": torch.get_num_threads(), "machine": machine(), "sampling": SAMPLING, "curve": curve}
 
 
 # -- merge: table, JSON, PNG -------------------------------------------------------------------
