@@ -392,7 +392,7 @@ def summary_rows(runs: list[dict[str, Any]], data_reference: dict[str, Any] | No
     return rows
 
 
-def plot(runs: list[dict[str, Any]], path: Path) -> None:
+def plot(runs: list[dict[str, Any]], path: Path, data_reference: dict[str, Any] | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -406,6 +406,9 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         if case == "lognormal2d":
             floor = [r["curve"][-1]["held_out_spectrum_floor"] for r in runs if r["case"] == case][0]
             ax.axhline(floor, color="k", ls=":", label="noise floor")
+            if data_reference is not None:
+                ax.axhline(data_reference["held_out_local_linear_spectrum_error"], color="k", ls="--",
+                           label="training fields, local-linear (no network)")
         ax.set(xlabel="training CPU minutes (1 thread)", ylabel=HEADLINE[case], title=case, yscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -428,7 +431,7 @@ def merge(work: Path, out: Path, smoke: bool) -> None:
                "recipe": RECIPE, "arms": ARMS, "summary": rows, "lognormal2d_data_reference": reference,
                "runs": runs}
     write_result(out, payload)
-    plot(runs, out.with_suffix(".png"))
+    plot(runs, out.with_suffix(".png"), reference)
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
