@@ -383,10 +383,10 @@ def default_spacing(sampler: str, steps: int, schedule: Any = None) -> str:
     5-16 steps of dpmpp_2m, dpmpp_3m, unipc and unipc_bh1) and lie within the noise levels of
     ``schedule`` (not checked when None), else the sampler's own (:attr:`SamplerSpec.spacing`)."""
     from rho_workflow.diffusion.fitted_levels import fitted_table
+    from rho_workflow.diffusion.schedules import levels_within
 
     levels = fitted_table().get(sampler, {}).get(int(steps))
-    if levels is not None and (schedule is None or (
-            float(levels[-2]) >= schedule.sigma_min * (1 - 1e-9) and float(levels[0]) <= schedule.sigma_max)):
+    if levels is not None and (schedule is None or levels_within(schedule, levels)):
         return "fitted"
     return sampler_spec(sampler).spacing
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -244,6 +244,12 @@ def sampling_sigmas(schedule: NoiseSchedule, steps: int, spacing: str = "karras"
     return torch.cat([levels.to(torch.float64), torch.zeros(1, dtype=torch.float64)])
 
 
+def levels_within(schedule: NoiseSchedule, levels: Sequence[float] | torch.Tensor) -> bool:
+    """Whether decreasing sampling levels ``sigma_0 > ... > sigma_{N-1} > 0`` lie within the
+    noise levels the schedule was trained on."""
+    return float(levels[-2]) >= schedule.sigma_min * (1 - 1e-9) and float(levels[0]) <= schedule.sigma_max
+
+
 def _fitted(schedule: NoiseSchedule, steps: int, sampler: str | None, sigma_min: float | None,
             sigma_max: float | None) -> torch.Tensor:
     """The stored fitted levels, checked to lie within the schedule's noise levels."""
@@ -254,7 +260,7 @@ def _fitted(schedule: NoiseSchedule, steps: int, sampler: str | None, sigma_min:
                          "it (use spacing 'karras' or 'log-snr')")
     levels = fitted_sigmas(sampler, steps)
     lo, hi = float(levels[-2]), float(levels[0])
-    if lo < schedule.sigma_min * (1 - 1e-9) or hi > schedule.sigma_max:
+    if not levels_within(schedule, levels):
         raise ValueError(f"spacing 'fitted': the levels of {sampler} with {steps} steps span [{lo:.4g}, {hi:.4g}], "
                          f"outside the noise levels [{schedule.sigma_min:.4g}, {schedule.sigma_max:.4g}] of the "
                          f"{schedule.name!r} schedule (T={schedule.T}) the model was trained on; use spacing "

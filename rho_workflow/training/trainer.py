@@ -85,18 +85,13 @@ class TrainConfig(Section):
 
 def power_ema_gamma(std: float) -> float:
     """The exponent ``gamma`` of the EDM2 power-function EMA with relative standard deviation
-    ``std`` (Karras et al. 2024, eq. 3: ``std**2 = (g + 1) / ((g + 2)**2 (g + 3))``, decreasing
-    in ``g``; 0.05 -> 16.97, 0.10 -> 6.94), by bisection."""
+    ``std`` (Karras et al. 2024, eq. 3: ``std**2 = (g + 1) / ((g + 2)**2 (g + 3))``, 1/12 at
+    ``g = 0`` and decreasing beyond; 0.05 -> 16.97, 0.10 -> 6.94), by Brent's method on ``g >= 0``."""
+    from scipy.optimize import brentq
+
     if not 0.0 < std < 12 ** -0.5:
         raise ValueError(f"ema_std {std}: the power EMA's relative standard deviation must be in (0, 0.289)")
-    lo, hi = -1.0 + 1e-12, 1e6
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if (mid + 1) / ((mid + 2) ** 2 * (mid + 3)) > std ** 2:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return float(brentq(lambda g: (g + 1) / ((g + 2) ** 2 * (g + 3)) - std ** 2, 0.0, 1e7, xtol=1e-12))
 
 
 class EMA:
