@@ -494,7 +494,7 @@ def render(payload: dict) -> str:
         report.append(table(exact, list(exact[0])))
     spread = payload.get("seed_spread_25_nfe", {})
     if spread:
-        report.append("\nMonte-Carlo spread at 25 NFE over seeds (error_pct):")
+        report.append("\nMonte-Carlo spread over seeds (error_pct; 25 NFE unless the name says otherwise):")
         report.append(table([{"point sampler spacing": k, **v} for k, v in spread.items()],
                             ["point sampler spacing", "seeds", "mean", "std", "min", "max"]))
     report.append("\ngoals: " + json.dumps(payload.get("goals", {}), indent=1))
