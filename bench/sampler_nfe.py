@@ -25,7 +25,9 @@ On 2 cores the stages run as separate 1-thread processes, two at a time:
     # DPM-Solver++(3M) rows and spread beside them (no second DDPM reference):
     bench/sampler_nfe.py --stage sample --samplers-only --samplers dpmpp_3m:log-snr --points P
     bench/sampler_nfe.py --stage spread --spread-sampler dpmpp_3m:log-snr --spread-steps 25 --points P
-    # the 10-12-call rows of issue 14 on the same model (3200 steps remake it exactly):
+    # the 10-12-call rows of issue 14 on the same model (3200 steps remake it exactly), merged
+    # with the committed rows (restore writes the committed result's parts back under bench/work):
+    bench/sampler_nfe.py --stage restore
     bench/sampler_nfe.py --stage train --encoders features --train-steps 3200
     bench/sampler_nfe.py --stage sample --samplers-only --encoders features --points P \
         --samplers dpmpp_3m:log-snr unipc:log-snr unipc:fitted dpmpp_3m:fitted --nfe 10 12
@@ -263,7 +265,8 @@ def main() -> None:
     ap.add_argument("--ddpm-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1 is robust when other processes share the cores)")
-    ap.add_argument("--stage", choices=["all", "train", "sample", "spread", "merge", "exact"], default="all",
+    ap.add_argument("--stage", choices=["all", "train", "sample", "spread", "merge", "exact", "restore"],
+                    default="all",
                     help="train: fit and save both models; sample: evaluate saved models at --points "
                          "(one process per point uses both cores); spread: --spread-sampler at --spread-steps "
                          "with --spread-seeds, the Monte-Carlo spread of its figure; merge: combine the "
@@ -300,6 +303,8 @@ def run(args: argparse.Namespace, work: Path, out: Path, train_chunk: int = 200,
         return merge(work, out)
     if args.stage == "exact":
         return exact_stage(args, out)
+    if args.stage == "restore":
+        return restore(out, work)
     trained = {}
     if args.stage in ("all", "train"):
         design = training_design(args.design, args.design_points)
@@ -464,6 +469,56 @@ def design_scale(design: str, design_points: int, per_point: int | None) -> floa
     fields = np.concatenate([true_fields(p, per_point, seed=i) for i, p in enumerate(points)])
     affine = RhoModel._fit_transform("log-standardize", fields[:, None], None).to_dict()["steps"][-1]
     return float(affine["scale"][0])
+
+
+def restore(result: Path, work: Path) -> None:
+    """Write the per-part files of a merged ``result`` back under ``work`` (rows per point and
+    sampler list, training records, seed spreads), which are not committed, so that rows of a
+    new ``sample`` or ``spread`` stage merge with the committed ones. The merge of the restored
+    files alone reproduces ``result``'s rows, training records and spreads."""
+    d = json.loads(result.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    start = 0  # the merge concatenates the parts in this order, each part's rows together
+    for args in d["args"]:
+        if args["stage"] != "sample":
+            continue
+        specs = {tuple(s.split(":")) for s in args["samplers"]}
+        only = args.get("samplers_only", False)
+
+        def belongs(r: dict) -> bool:
+            if r["point"] not in args["points"]:
+                return False
+            if r["encoder"] == "hash" or r["sampler"] == "ddpm":
+                return not only
+            return (r["sampler"], r["spacing"]) in specs and r["steps"] in {
+                steps_for_nfe(r["sampler"], n) for n in args["nfe"]}
+
+        end, seen = start, set()  # a part holds one row per point, sampler, levels and steps
+        while end < len(d["rows"]) and belongs(d["rows"][end]):
+            key = tuple(d["rows"][end][k] for k in ("encoder", "point", "sampler", "spacing", "steps"))
+            if key in seen:
+                break
+            seen.add(key)
+            end += 1
+        rows, start = d["rows"][start:end], end
+        suffix = "_" + "_".join(s.split(":")[0] for s in args["samplers"]) if only else ""
+        part = {"machine": d["machine"], "args": args, "rows": rows,
+                "noise_floor": {p: d["noise_floor"][p] for p in args["points"]}}
+        (work / f"sampler_nfe_rows_{'_'.join(args['points'])}{suffix}.json").write_text(json.dumps(part, indent=2))
+    for encoder, info in d["training"].items():
+        (work / f"sampler_nfe_training_{encoder}.json").write_text(json.dumps(info, indent=2))
+    for name, spread in d["seed_spread_25_nfe"].items():
+        key, _, calls = name.partition(" at ")
+        point, sampler, spacing = key.split()
+        nfe_ = int(calls.split()[0]) if calls else 25
+        seven = {r["error_pct"] for r in d["rows"]
+                 if (r["point"], r["sampler"], r["spacing"], r["nfe"]) == (point, sampler, spacing, nfe_)}
+        rows = [{"encoder": "features", "point": point, "sampler": sampler, "spacing": spacing, "nfe": nfe_,
+                 "steps": steps_for_nfe(sampler, nfe_), "error_pct": e, "seed": 8 + i}
+                for i, e in enumerate(e for e in spread["error_pct"] if e not in seven)]
+        tag = "" if nfe_ == 25 else f"_{nfe_}steps"
+        (work / f"sampler_nfe_spread_{point}_{sampler}_{spacing}{tag}.json").write_text(json.dumps(rows, indent=2))
+    print(f"restored the parts of {result} under {work}")
 
 
 def exact_stage(args: argparse.Namespace, out: Path) -> None:
