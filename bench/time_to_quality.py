@@ -36,6 +36,7 @@ the budget.
 
     .venv/bin/python bench/time_to_quality.py --case lognormal2d --arm demo --cpu-minutes 6
     .venv/bin/python bench/time_to_quality.py --merge          # table, JSON and PNG of every run
+    .venv/bin/python bench/time_to_quality.py --restore        # the committed runs back under bench/work
     .venv/bin/python bench/time_to_quality.py --smoke [--out PATH]   # every case, seconds
 
 Each run writes ``bench/work/time_to_quality/CASE__ARM.json``; ``--merge`` combines them into
@@ -446,6 +447,9 @@ def main() -> None:
     ap.add_argument("--point-metrics", action="store_true",
                     help="lognormal2d: score the last evaluation with point_metrics too")
     ap.add_argument("--merge", action="store_true", help="combine the runs under bench/work/time_to_quality")
+    ap.add_argument("--restore", action="store_true",
+                    help="write the runs of the committed result back under bench/work/time_to_quality "
+                         "(not committed), so that a --merge after new runs keeps them")
     add_output_options(ap, "time_to_quality")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -459,6 +463,11 @@ def main() -> None:
                 (Path(tmp) / f"{case}__shift.json").write_text(json.dumps(result, default=float))
             merge(Path(tmp), out, smoke=True)
         return
+    if args.restore:
+        WORK.mkdir(parents=True, exist_ok=True)
+        for r in json.loads(out.read_text())["runs"]:
+            (WORK / f"{r['case']}__{r['arm']}.json").write_text(json.dumps(r, indent=1, default=float))
+        return print(f"restored the runs of {out} under {WORK}")
     if args.merge:
         return merge(WORK, out, smoke=False)
     if args.case is None:
