@@ -136,6 +136,13 @@ class Lognormal2D(Case):
                                 for i in range(runs) if split[i] == 0 for r in range(realizations)])
         self.points = [design[i] for i in range(runs) if split[i] == 0 for _ in range(realizations)]
         held = [design[i] for i in range(runs) if split[i] == 2]
+        # the validation runs of the split (never trained on) and as many training fields, for
+        # the denoising loss on fixed draws: does it see memorization? (evaluate)
+        self.val_points = [design[i] for i in range(runs) if split[i] == 1 for _ in range(realizations)]
+        self.val_fields = np.stack([synthetic.generate(self.kind, design[i], size=32, rng=np.random.default_rng([0, i, r]))[0]
+                                    for i in range(runs) if split[i] == 1 for r in range(realizations)]
+                                   or [self.fields[0]])  # smoke: no validation run; a training field stands in
+        self.val_points = self.val_points or [self.points[0]]
         self.eval_points = {"held_out_0": held[0], "held_out_1": held[-1], "train": self.points[0]}
         self.truth_sets = {}
         for j, (label, pt) in enumerate(self.eval_points.items()):
@@ -186,8 +193,28 @@ class Lognormal2D(Case):
             out[f"held_out_{key}"] = float(np.mean([h[key] for h in held]))
         return out
 
+    def fixed_draw_loss(self, model: RhoModel, fields: np.ndarray, points: list[dict], draws: int = 16) -> float:
+        """Denoising loss of the EMA weights on ``fields`` at ``draws`` fixed noise levels and
+        noises per field (the training distribution of levels, seeded: the same at every call)."""
+        from rho_workflow.diffusion.losses import denoising_loss, sample_training_sigmas
+
+        g = torch.Generator().manual_seed(11)
+        z = torch.as_tensor(model.transform.forward(np.asarray(fields, np.float64)[:, None]), dtype=torch.float32)
+        z = z.repeat_interleave(draws, 0)
+        cond = torch.from_numpy(model.param_space.to_array(points)).repeat_interleave(draws, 0)
+        sigma = sample_training_sigmas(model.schedule, len(z), g)
+        noise = torch.randn(z.shape, generator=g)
+        den = model._denoiser_for_sampling()
+        with torch.no_grad():
+            total = sum(float(denoising_loss(den, z[s:s + 256], cond[s:s + 256], model.schedule,
+                                             sigma=sigma[s:s + 256], noise=noise[s:s + 256])) * len(z[s:s + 256])
+                        for s in range(0, len(z), 256))
+        return total / len(z)
+
     def evaluate(self, model: RhoModel, final: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"validation_loss": self.fixed_draw_loss(model, self.val_fields, self.val_points),
+                               "train_subset_loss": self.fixed_draw_loss(model, self.fields[:len(self.val_fields)],
+                                                                         self.points[:len(self.val_fields)])}
         for label, pt in self.eval_points.items():
             gen = model.sample(pt, n=self.samples, seed=7, batch_size=128, **SAMPLING)[0, :, 0]
             ref, indep, floor = self.truth_sets[label]
