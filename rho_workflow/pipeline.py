@@ -107,7 +107,7 @@ class Pipeline:
 
             data_plan, self._planned_space = plan_data(cfg.data)
             stages["preprocess"].update(data_plan)
-            check_split(data_plan["split"], cfg.data, cfg.evaluation)
+            check_split(data_plan["split"], cfg.data, cfg.evaluation, cfg.training)
         t = cfg.training
         stages["train"] = {"tasks": t.workers,
                            "mode": "data-parallel (torch.distributed, "
@@ -311,7 +311,8 @@ class Pipeline:
             return {**done, "skipped": True}
         result = stages.preprocess(self.config.data, self.out.store_path, client, self.progress)
         self.record.record("preprocess", fp, result, self.out.store_path)
-        stages.check_split(result["split_counts"], self.config.data, self.config.evaluation)
+        stages.check_split(result["split_counts"], self.config.data, self.config.evaluation,
+                           self.config.training)
         return result
 
     def train(self, client: Any, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:

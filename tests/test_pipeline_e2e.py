@@ -31,7 +31,8 @@ def small_pipeline(root: Path) -> dict:
         "model": {"network": {"kind": "unet", "dims": 2, "base_channels": 8, "channel_mults": [1, 2],
                               "num_res_blocks": 1, "attention_levels": []}},
         "training": {"steps": 12, "batch_size": 8, "warmup_steps": 2, "log_every": 4,
-                     "checkpoint_every": 6, "threads": 1},
+                     "checkpoint_every": 6, "threads": 1, "augment": ["roll", "flip", "transpose"],
+                     "validate_every": 4, "keep": "best"},
         "sampling": {"sampler": "dpmpp_2m", "steps": 3, "members": 2, "batch_size": 2, "chunk_size": 4, "seed": 11,
                      "grid": {"index": {"start": -2.5, "stop": -1.5, "num": 2},
                               "amplitude": {"values": [800000, 1600000], "units": "kpc2"}}},
@@ -56,6 +57,11 @@ def test_all_stages_write_their_outputs(finished):
     assert results["preprocess"]["n_samples"] == 24
     assert results["train"]["step"] == 12
     ckpt = load_checkpoint(out / "model.ckpt")
+    # model selection on the validation run's loss: three evaluations, the best one kept
+    record = ckpt["trainer_state"]["validation"]
+    assert [h[0] for h in record["history"]] == [4, 8, 12]
+    assert results["train"]["validation"]["best_step"] == record["best_step"]
+    assert record["best_loss"] == min(h[1] for h in record["history"])
     assert ckpt["config"]["metadata"]["pipeline"]["name"] == "e2e"  # resolved config stored
     assert ckpt["config"]["metadata"]["fields"][0]["name"] == "density"
     with xr.open_dataset(out / "samples.nc") as ds:
@@ -121,6 +127,11 @@ def test_cli_dry_run_stages_and_errors(finished, tmp_path, capsys):
     path.write_text(yaml.safe_dump(bad))
     assert main(["sample", str(path)]) == 2
     assert "sampling.chunk_size: must be a multiple" in capsys.readouterr().err
+    no_validation = copy.deepcopy(spec)
+    no_validation["data"]["split"]["validation"] = 0.0
+    path.write_text(yaml.safe_dump(no_validation))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    assert "training.validate_every: 4 computes the loss on the validation runs" in capsys.readouterr().err
     missing = copy.deepcopy(spec)
     missing["output"]["dir"] = str(tmp_path / "empty")
     with pytest.raises(PipelineError, match="run the train stage first"):

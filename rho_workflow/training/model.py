@@ -77,6 +77,9 @@ class TrainedModel:
             net = build_network(self.config["network"], self.param_space)
         self.denoiser = Denoiser(net, prediction=diff["prediction"], sigma_data=diff["sigma_data"])
         self.ema_state: dict[str, torch.Tensor] | None = None
+        self._running_ema: dict[str, torch.Tensor] | None = None
+        #: the validation record of training (ValidationRecord.to_dict()), when it validated
+        self.validation: dict[str, Any] | None = None
         self.step = 0
         self.mask = None if self.config.get("mask") is None else torch.tensor(self.config["mask"], dtype=torch.bool)
         self.device = resolve_device(device)
@@ -150,30 +153,43 @@ class TrainedModel:
     # -- training -------------------------------------------------------------------------------
     def fit(self, fields: np.ndarray, params: Sequence[Mapping[str, Any]], *,
             transform: str | Transform = "standardize", mask: np.ndarray | None = None,
+            validation: tuple[np.ndarray, Sequence[Mapping[str, Any]]] | None = None,
             **train_options: Any) -> TrainResult:
         """Fit to ``fields`` (physical units, shape ``(N, *spatial)`` or ``(N, C, *spatial)``).
 
         ``transform`` is ``"standardize"`` (per-channel mean/std), ``"log-standardize"`` (log,
         then standardize; for positive densities) or a :class:`Transform`. ``mask`` (spatial
         shape, True = valid) marks fixed missing points such as land; they are ignored by the
-        loss and come back as NaN. Other keywords are :class:`TrainConfig` fields.
+        loss and come back as NaN. ``validation`` is ``(fields, params)`` of runs kept out of
+        training, for ``validate_every`` / ``keep="best"`` / ``patience``. Other keywords are
+        :class:`TrainConfig` fields.
         """
         x = self._check_fields(np.asarray(fields), mask)
         valid = np.broadcast_to(mask, x.shape[2:]) if mask is not None else None
         if isinstance(transform, str):
             transform = self._fit_transform(transform, x, valid)
         self.set_normalization(transform, valid)
-        z = transform.forward(x)
-        if valid is not None:
-            z = np.where(valid, z, 0.0)
-        return self.fit_normalized(z.astype(np.float32), params, **train_options)
+
+        def normalized(a: np.ndarray) -> np.ndarray:
+            z = transform.forward(a)
+            return (z if valid is None else np.where(valid, z, 0.0)).astype(np.float32)
+
+        if validation is not None:
+            validation = (normalized(self._check_fields(np.asarray(validation[0]), mask)), validation[1])
+        return self.fit_normalized(normalized(x), params, validation=validation, **train_options)
 
     def fit_normalized(self, fields: np.ndarray, params: Sequence[Mapping[str, Any]], *,
                        checkpoint_path: str | Path | None = None, resume: bool = False,
                        progress: bool = True, on_log=None, should_stop=None,
+                       validation: tuple[np.ndarray, Sequence[Mapping[str, Any]]] | None = None,
                        **train_options: Any) -> TrainResult:
         """Fit to fields already normalized by ``self.transform`` (shape ``(N, C, *spatial)``);
-        ``should_stop()`` returning True checkpoints and stops (see :func:`train`)."""
+        ``should_stop()`` returning True checkpoints and stops (see :func:`train`).
+
+        ``validation`` is ``(fields, params)`` of runs not trained on (normalized likewise):
+        with ``validate_every`` their denoising loss is recorded in the checkpoint, and with
+        ``keep="best"`` the model keeps the EMA weights of the lowest one.
+        """
         x = torch.as_tensor(np.asarray(fields, dtype=np.float32))
         if tuple(x.shape[1:]) != self.field_shape:
             raise ValueError(f"normalized fields have shape {tuple(x.shape[1:])} per sample; the model "
@@ -183,6 +199,15 @@ class TrainedModel:
         cond = torch.from_numpy(self.param_space.to_array(list(params))) if len(self.param_space) else None
         if cond is not None:
             self._warn_if_design_aliases(cond.numpy())
+        val = None
+        if validation is not None and len(validation[0]):
+            vx = torch.as_tensor(np.asarray(validation[0], dtype=np.float32))
+            if tuple(vx.shape[1:]) != self.field_shape or len(validation[1]) != len(vx):
+                raise ValueError(f"validation fields have shape {tuple(vx.shape)} with {len(validation[1])} "
+                                 f"points; expected (M, *{self.field_shape}) and one point per field")
+            vc = (torch.from_numpy(self.param_space.to_array(list(validation[1]), allow_extrapolation=True))
+                  if len(self.param_space) else None)
+            val = (vx, vc)
         sd = float(x.std()) if self.mask is None else float(x[:, :, self.mask].std())
         self.config["diffusion"]["sigma_data"] = sd
         self.denoiser.sigma_data = sd
@@ -191,20 +216,34 @@ class TrainedModel:
         state = None
         if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
             ckpt = load_checkpoint(checkpoint_path)
-            state = {"step": ckpt["trainer_state"]["step"], "model": ckpt["model_state"],
-                     "ema": ckpt["ema_state"], "optimizer": ckpt["optimizer_state"]}
+            trainer_state = ckpt.get("trainer_state") or {}
+            running = trainer_state.get("running_ema")
+            state = {"step": trainer_state["step"], "model": ckpt["model_state"],
+                     "ema": running if running is not None else ckpt["ema_state"],
+                     "optimizer": ckpt["optimizer_state"], "validation": trainer_state.get("validation"),
+                     "best_ema": ckpt["ema_state"] if running is not None else None}
 
         def on_checkpoint(s: dict) -> None:
-            self.step, self.ema_state = s["step"], {k: v.detach().clone() for k, v in s["ema"].items()}
+            self._keep_state(s, cfg)
             if checkpoint_path is not None:
                 self.save(checkpoint_path, optimizer_state=s["optimizer"])
 
         result, ema = train(self.denoiser, self.schedule, x, cond, cfg, mask=self.mask, state=state,
                             on_checkpoint=on_checkpoint, on_log=on_log, progress=progress,
-                            should_stop=should_stop)
-        self.step, self.ema_state = result.step, ema.state_dict()
+                            should_stop=should_stop, validation=val)
+        self._keep_state({"step": result.step, "ema": ema.state_dict(), "best_ema": result.best_ema,
+                          "validation": None if result.validation is None else result.validation.to_dict()}, cfg)
         self._sampling_denoiser = None
         return result
+
+    def _keep_state(self, s: Mapping[str, Any], cfg: TrainConfig) -> None:
+        """The weights to sample with (the best validation EMA with ``keep="best"``, else the
+        last EMA) and what a resume needs beside them (the running EMA, the validation record)."""
+        self.step = int(s["step"])
+        best = s.get("best_ema") if cfg.keep == "best" else None
+        self.ema_state = {k: v.detach().clone() for k, v in (best if best is not None else s["ema"]).items()}
+        self._running_ema = None if best is None else {k: v.detach().clone() for k, v in s["ema"].items()}
+        self.validation = s.get("validation")
 
     def _warn_if_design_aliases(self, cond: np.ndarray) -> None:
         """Warn when the training values cannot pin down the feature encoder between them."""
@@ -332,9 +371,14 @@ class TrainedModel:
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path, optimizer_state: dict | None = None) -> Path:
         """Write weights, EMA weights, resolved config, parameter space, transform, metadata."""
+        trainer_state: dict[str, Any] = {"step": self.step}
+        if self.validation is not None:
+            trainer_state["validation"] = self.validation
+        if self._running_ema is not None:  # ema_state holds the best validation weights
+            trainer_state["running_ema"] = self._running_ema
         return save_checkpoint(path, model_state=self.denoiser.net.state_dict(), config=self.config,
                                ema_state=self.ema_state, optimizer_state=optimizer_state,
-                               trainer_state={"step": self.step})
+                               trainer_state=trainer_state)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "TrainedModel":
@@ -343,7 +387,10 @@ class TrainedModel:
         model = cls(ckpt["config"], device=device)
         model.denoiser.net.load_state_dict(ckpt["model_state"])
         model.ema_state = ckpt["ema_state"]
-        model.step = int((ckpt.get("trainer_state") or {}).get("step", 0))
+        trainer_state = ckpt.get("trainer_state") or {}
+        model.step = int(trainer_state.get("step", 0))
+        model.validation = trainer_state.get("validation")
+        model._running_ema = trainer_state.get("running_ema")
         return model
 
     # -- validation -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,7 @@ from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.errors import RunInterrupted
 from rho_workflow.sections import Section, validate_section
 
-__all__ = ["TrainConfig", "EMA", "TrainResult", "train", "resolve_device", "power_ema_gamma"]
+__all__ = ["TrainConfig", "EMA", "TrainResult", "ValidationRecord", "train", "resolve_device", "power_ema_gamma"]
 
 
 class TrainConfig(Section):
@@ -65,11 +65,32 @@ class TrainConfig(Section):
     device: str = "auto"
     log_every: int = 50
     checkpoint_every: int = 500
+    #: symmetries of the data's distribution to augment with (:mod:`rho_workflow.training.augment`):
+    #: "roll" (periodic box), "flip", "transpose" (isotropic); declare only those the data has
+    augment: list[Literal["roll", "flip", "transpose"]] = Field(default_factory=list)
+    #: every this many steps (0: never), the denoising loss of the EMA weights on the validation
+    #: fields, at fixed noise draws (the same at every evaluation, so values compare)
+    validate_every: int = Field(0, ge=0)
+    #: noise draws per validation field
+    validation_draws: int = Field(16, ge=1)
+    #: "best": the EMA weights of the evaluation with the lowest validation loss are the
+    #: model's (they stop memorization of a small sweep); "last": those of the last step
+    keep: Literal["last", "best"] = "last"
+    #: stop after this many evaluations without a lower validation loss (0: run all steps)
+    patience: int = Field(0, ge=0)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, path: str = "training") -> "TrainConfig":
         """Validate training options; raise :class:`ConfigError` listing every problem."""
         return validate_section(cls, d, path)
+
+    @model_validator(mode="after")
+    def _validation_options(self) -> "TrainConfig":
+        if (self.keep == "best" or self.patience) and not self.validate_every:
+            raise ValueError("{path}.validate_every: keep 'best' and patience choose by the validation "
+                             "loss, which is computed every validate_every steps; fix: set "
+                             "{path}.validate_every (e.g. steps / 20)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
@@ -131,12 +152,82 @@ class EMA:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the step reached, the loss history and timing."""
+    """What :func:`train` returns: the step reached, the loss history and timing; with
+    ``validate_every``, the validation record (:class:`ValidationRecord`) and the EMA weights
+    of its best evaluation (``best_ema``)."""
 
     step: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     samples_per_second: float = 0.0
+    validation: "ValidationRecord | None" = None
+    best_ema: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class ValidationRecord:
+    """The validation losses so far: ``history`` of ``[step, loss]``, the best evaluation and,
+    after an early stop, the step it stopped at (a resumed run does not train on)."""
+
+    history: list[list[float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_loss: float | None = None
+    stopped_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"history": [list(h) for h in self.history], "best_step": self.best_step,
+                "best_loss": self.best_loss, "stopped_at": self.stopped_at}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "ValidationRecord":
+        d = d or {}
+        return cls(history=[[int(a), float(b)] for a, b in d.get("history", [])],
+                   best_step=d.get("best_step"), best_loss=d.get("best_loss"),
+                   stopped_at=d.get("stopped_at"))
+
+    def since_best(self) -> int:
+        """Evaluations after the best one."""
+        steps = [int(h[0]) for h in self.history]
+        return len(steps) - 1 - steps.index(self.best_step) if self.best_step in steps else len(steps)
+
+
+class _Validator:
+    """The denoising loss of the EMA weights on fixed validation draws.
+
+    Each validation field is seen at ``cfg.validation_draws`` noise levels and noises drawn
+    from the training distribution (``cfg.sigma_sampling`` times the noise shift) by a
+    generator of ``(cfg.seed, "validation", chunk)``: the same draws at every evaluation, so
+    that differences between evaluations are the weights' and not the draws'. The loss is the
+    training objective (``cfg.weighting``, the mask) in float32, in chunks of 64 rows.
+    """
+
+    def __init__(self, denoiser: Denoiser, schedule: Any, cfg: TrainConfig, fields_: torch.Tensor,
+                 cond: torch.Tensor | None, mask: torch.Tensor | None, shift: float):
+        import copy
+
+        self.schedule, self.cfg, self.mask, self.shift = schedule, cfg, mask, shift
+        device = fields_.device
+        self.x = fields_.repeat_interleave(cfg.validation_draws, 0)
+        self.c = None if cond is None else cond.repeat_interleave(cfg.validation_draws, 0)
+        self.net = copy.deepcopy(denoiser.net).eval()
+        self.denoiser = Denoiser(self.net, prediction=denoiser.prediction, sigma_data=denoiser.sigma_data)
+        self.device = device
+
+    @torch.no_grad()
+    def loss(self, ema: "EMA") -> float:
+        self.net.load_state_dict(ema.state_dict())
+        total, n = 0.0, len(self.x)
+        for k, s in enumerate(range(0, n, 64)):
+            x = self.x[s:s + 64]
+            g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "validation", k))
+            sigma = sample_training_sigmas(self.schedule, len(x), g, how=self.cfg.sigma_sampling,
+                                           shift=self.shift)
+            noise = torch.randn(x.shape, generator=g)
+            loss = denoising_loss(self.denoiser, x, None if self.c is None else self.c[s:s + 64],
+                                  self.schedule, weighting=self.cfg.weighting, gamma=self.cfg.min_snr_gamma,
+                                  mask=self.mask, sigma=sigma.to(self.device), noise=noise.to(self.device))
+            total += float(loss) * len(x)
+        return total / n
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -217,7 +308,8 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
           cfg: TrainConfig, *, mask: torch.Tensor | None = None, state: dict | None = None,
           on_checkpoint: Callable[[dict], None] | None = None,
           on_log: Callable[[int, float], None] | None = None, progress: bool = True,
-          should_stop: Callable[[], bool] | None = None) -> tuple[TrainResult, EMA]:
+          should_stop: Callable[[], bool] | None = None,
+          validation: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> tuple[TrainResult, EMA]:
     """Minimize the weighted denoising loss ``E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2]``.
 
     Parameters
@@ -230,23 +322,40 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         ``cfg.noise_shift``: by default larger for larger fields, see
         :func:`~rho_workflow.diffusion.losses.resolution_noise_shift`).
     fields_ : Tensor (N, C, *spatial)
-        Normalized training fields.
+        Normalized training fields, moved by ``cfg.augment`` (:mod:`~rho_workflow.training.augment`).
     cond : Tensor (N, P) float64 or None
         Parameter values of each field (``ParamSpace.to_array``); None trains unconditionally.
     mask : Tensor, optional
         Boolean, broadcastable to one field; False marks points (land) the loss ignores.
     state : dict, optional
-        ``{"step", "model", "ema", "optimizer"}`` to resume from (a loaded checkpoint).
+        ``{"step", "model", "ema", "optimizer"}`` to resume from (a loaded checkpoint), with
+        ``"validation"`` (:meth:`ValidationRecord.to_dict`) and ``"best_ema"`` when validating.
     on_checkpoint : callable, optional
-        Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state.
+        Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state
+        (the keys of ``state``).
     should_stop : callable, optional
         Asked after every step (single process only); when it returns True the state is
         checkpointed and :class:`~rho_workflow.errors.RunInterrupted` is raised.
+    validation : (Tensor (M, C, *spatial), Tensor (M, P) or None), optional
+        Normalized fields of runs not trained on and their parameters: with
+        ``cfg.validate_every`` their loss is recorded (``result.validation``), ``keep="best"``
+        returns the EMA weights of the lowest one in ``result.best_ema``, and ``patience``
+        stops training when it has not fallen for that many evaluations.
     """
+    from rho_workflow.errors import ConfigError
+    from rho_workflow.training.augment import augment_batch, check_augment
+
     device = resolve_device(cfg.device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if cfg.batch_size % world:
         raise ValueError(f"training.batch_size {cfg.batch_size} must be divisible by the number of ranks ({world})")
+    problems = check_augment(cfg.augment, tuple(fields_.shape[2:]), mask is not None)
+    if cfg.validate_every and (validation is None or len(validation[0]) == 0):
+        problems.append("training.validate_every: there are no validation fields to compute the loss "
+                        "on; fix: keep runs for validation (data.split.validation > 0) or set "
+                        "training.validate_every: 0")
+    if problems:
+        raise ConfigError(problems)
     model, net, ema, optimizer = _prepare(denoiser, cfg, state, device, world)
     use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
 
@@ -257,32 +366,61 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     shift = cfg.resolved_noise_shift(tuple(fields_.shape[1:]))
     start = 0 if state is None else int(state["step"])
     result = TrainResult(step=start)
+    validator, record, best = None, None, None
+    if cfg.validate_every:
+        vx, vc = validation
+        validator = _Validator(denoiser, schedule, cfg, vx.to(device, torch.float32),
+                               None if vc is None else vc.to(device, torch.float64), mask, shift)
+        record = ValidationRecord.from_dict((state or {}).get("validation"))
+        best = (state or {}).get("best_ema")
+        result.validation = record
+    end = cfg.steps if record is None or record.stopped_at is None else start
     bar = _progress_bar(cfg.steps, start, enabled=progress and rank == 0)
     t0 = time.perf_counter()
-    for step in range(start, cfg.steps):
+    for step in range(start, end):
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "train-step", step))
         torch.manual_seed(derive_seed(cfg.seed, ["dropout", rank], step))
-        idx = torch.randint(n, (cfg.batch_size,), generator=g)[local]
+        batch = torch.randint(n, (cfg.batch_size,), generator=g)
+        idx = batch[local]
         sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling,
                                        shift=shift)[local]
         noise = torch.randn((cfg.batch_size, *fields_.shape[1:]), generator=g)[local]
+        if cfg.augment:  # moves drawn for the global batch from their own generator: resumable, DDP-exact
+            moves = torch.Generator().manual_seed(derive_seed(cfg.seed, "augment", step))
+            x0 = augment_batch(fields_[batch] if world > 1 else fields_[idx], cfg.augment, moves)[local]
+        else:
+            x0 = fields_[idx]
         loss_value = _step(model, net, optimizer, ema, schedule, cfg, step, use_bf16,
-                           (fields_[idx], None if cond is None else cond[idx], sigma, noise), mask)
+                           (x0, None if cond is None else cond[idx], sigma, noise), mask)
         result.losses.append(loss_value)
         result.step = step + 1
         bar.update(1)
         if rank == 0 and on_log is not None and (step % cfg.log_every == 0 or step + 1 == cfg.steps):
             on_log(step, loss_value)
+        early = False
+        if validator is not None and ((step + 1) % cfg.validate_every == 0 or step + 1 == cfg.steps):
+            loss = validator.loss(ema)
+            record.history.append([step + 1, loss])
+            if record.best_loss is None or loss < record.best_loss:
+                record.best_step, record.best_loss = step + 1, loss
+                best = {k: v.detach().clone() for k, v in ema.state_dict().items()}
+            early = bool(cfg.patience) and record.since_best() >= cfg.patience and step + 1 < cfg.steps
+            if early:
+                record.stopped_at = step + 1
         stop = should_stop is not None and world == 1 and step + 1 < cfg.steps and should_stop()
-        if rank == 0 and on_checkpoint is not None and (stop or (
+        if rank == 0 and on_checkpoint is not None and (stop or early or (
                 (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or step + 1 == cfg.steps)):
             on_checkpoint({"step": step + 1, "model": net.state_dict(), "ema": ema.state_dict(),
-                           "optimizer": optimizer.state_dict()})
+                           "optimizer": optimizer.state_dict(),
+                           "validation": None if record is None else record.to_dict(), "best_ema": best})
         if stop:
             bar.close()
             raise RunInterrupted(f"training stopped on request at step {step + 1} of "
                                  f"{cfg.steps}; the checkpoint holds that step", step=step + 1)
+        if early:
+            break
     bar.close()
+    result.best_ema = best
     result.seconds = time.perf_counter() - t0
     result.samples_per_second = (result.step - start) * cfg.batch_size / max(result.seconds, 1e-12)
     return result, ema

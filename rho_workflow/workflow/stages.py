@@ -63,10 +63,18 @@ def plan_data(data: Any) -> tuple[dict[str, Any], Any]:
              "split_by": by}, build_param_space(plan))
 
 
-def check_split(counts: Mapping[str, int], data: Any, evaluation: Any) -> None:
-    """Stop before training when the evaluation needs a split that would be empty."""
+def check_split(counts: Mapping[str, int], data: Any, evaluation: Any, training: Any = None) -> None:
+    """Stop before training when the evaluation, or model selection by the validation loss
+    (``training.validate_every``), needs a split that would be empty."""
     from rho_workflow.errors import ConfigError
 
+    if training is not None and training.validate_every and counts.get("validation", 0) == 0:
+        raise ConfigError([
+            f"training.validate_every: {training.validate_every} computes the loss on the "
+            f"validation runs, but the validation split would hold 0 of the {sum(counts.values())} "
+            f"samples (data.split.validation={data.split.validation}; sizes {dict(counts)}); fix: "
+            "raise data.split.validation (a run or more), or set training.validate_every: 0 "
+            "(and keep: last, patience: 0)"])
     if not evaluation.enabled or counts.get(evaluation.split, 0) > 0:
         return
     n = sum(counts.values())
@@ -99,7 +107,8 @@ def training_spec(config: Any, resume: bool, topic: str | None,
     """The plain-data training task of a validated pipeline."""
     out, resolved = config.output, config.to_dict()
     ckpt = out.checkpoint_path
-    return TrainingSpec(data={"kind": "store", "path": str(out.store_path.resolve()), "split": "train"},
+    return TrainingSpec(data={"kind": "store", "path": str(out.store_path.resolve()), "split": "train",
+                              "validation": bool(config.training.validate_every)},
                         model=resolved["model"], train=config.training.train_config.to_dict(),
                         metadata={"pipeline": resolved}, checkpoint=str(ckpt.resolve()),
                         resume=resume and ckpt.is_file(), threads=config.training.threads,
@@ -128,7 +137,18 @@ def train(config: Any, client: Any, resume: bool, progress: bool,
             "step": result["step"], "final_loss": (result["losses"] or [None])[-1],
             "steps_per_second": (len(result["losses"]) / result["train_seconds"]
                                  if result.get("train_seconds") else None),
-            "seconds": result["seconds"], "attempts": result.get("attempts", 1)}
+            "seconds": result["seconds"], "attempts": result.get("attempts", 1),
+            **({"validation": _validation_summary(result["validation"], t.train_config.keep)}
+               if result.get("validation") else {})}
+
+
+def _validation_summary(record: Mapping[str, Any], keep: str) -> dict[str, Any]:
+    """The train stage's account of model selection (the full history is in the checkpoint)."""
+    history = record.get("history") or []
+    return {"evaluations": len(history), "best_step": record.get("best_step"),
+            "best_loss": record.get("best_loss"), "last_loss": history[-1][1] if history else None,
+            "stopped_at": record.get("stopped_at"),
+            "kept": "the EMA weights of best_step" if keep == "best" else "the EMA weights of the last step"}
 
 
 def _train_one(client: Any, spec: TrainingSpec, *, gpu: bool, max_attempts: int) -> dict[str, Any]:

@@ -184,24 +184,27 @@ def log_likelihood_task(fields: np.ndarray, points: list[dict[str, Any]], *, che
 def load_training_data(data: Mapping[str, Any]) -> dict[str, Any]:
     """Normalized training fields and their labels.
 
-    ``data`` is ``{"kind": "store", "path", "split"}`` (a training store written by the
-    preprocess stage) or ``{"kind": "arrays", "fields", "points", "param_space",
-    "transform", "metadata", "mask"}`` (already normalized arrays, e.g. from the accessor).
+    ``data`` is ``{"kind": "store", "path", "split", "validation"}`` (a training store written
+    by the preprocess stage; ``validation`` true also reads its validation split) or
+    ``{"kind": "arrays", "fields", "points", "param_space", "transform", "metadata", "mask",
+    "validation"}`` (already normalized arrays, e.g. from the accessor).
     Returns ``fields`` ``(N, C, *spatial)`` float32, ``points``, ``param_space`` (dict form),
-    ``transform`` (dict), ``mask`` (or None) and ``metadata`` (output labels).
+    ``transform`` (dict), ``mask`` (or None), ``metadata`` (output labels) and ``validation``
+    (``(fields, points)`` or None).
     """
     if data["kind"] == "arrays":
         return {k: data.get(k) for k in ("fields", "points", "param_space", "transform", "mask",
-                                         "metadata")}
+                                         "metadata", "validation")}
     if data["kind"] != "store":
         raise ValueError(f"training data kind {data['kind']!r} is not one of ['store', 'arrays']")
     from rho_workflow.data.store import open_store
 
     with open_store(data["path"]) as store:
         fields, points = store.to_numpy(data.get("split", "train"))
+        validation = store.to_numpy("validation") if data.get("validation") else None
         return {"fields": fields, "points": points, "param_space": store.param_space.to_dict(),
                 "transform": store.transform.to_dict(), "mask": store.mask,
-                "metadata": store_labels(store.metadata())}
+                "metadata": store_labels(store.metadata()), "validation": validation}
 
 
 def store_labels(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,10 +292,12 @@ def train_model(spec: TrainingSpec | Mapping[str, Any],
     try:
         result = model.fit_normalized(loaded["fields"], loaded["points"], checkpoint_path=checkpoint,
                                       resume=bool(spec.get("resume")), progress=False, on_log=on_log,
-                                      should_stop=should_stop, **dict(spec["train"]))
+                                      should_stop=should_stop, validation=loaded.get("validation"),
+                                      **dict(spec["train"]))
     except RunInterrupted as exc:  # a requested stop, not a failure: the checkpoint is written
         return {"rank": rank, "interrupted": True, "step": exc.step, "checkpoint": str(checkpoint)}
     out = {"rank": rank, "step": result.step, "losses": list(result.losses),
+           "validation": None if result.validation is None else result.validation.to_dict(),
            "seconds": time.perf_counter() - t0, "train_seconds": result.seconds,
            "samples_per_second": result.samples_per_second, "checkpoint": str(checkpoint)}
     if rank == 0:
