@@ -99,7 +99,31 @@ ARMS: dict[str, dict[str, Any]] = {
     "ema-power": {"train": {"noise_shift": "auto", "ema": "power", "ema_std": 0.10},
                   "ema_variants": {"power-0.05": ["power", 0.05], "power-0.20": ["power", 0.20],
                                    "exponential-0.99": ["exponential", 0.99]}},
+    # the sweep's symmetries (periodic box, isotropic): every training field moved by a random
+    # translation, reflection and axis permutation (rho_workflow.training.augment)
+    "augment": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"]}},
+    # the same, keeping the EMA weights of the lowest of 40 validation losses (keep: best)
+    "shift-best": {"train": {"noise_shift": "auto"}, "validate_evals": 40},
+    "augment-best": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"]},
+                     "validate_evals": 40},
+    "augment-power": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"],
+                                "ema": "power", "ema_std": 0.10}},
 }
+
+
+def demo_arm() -> dict[str, Any]:
+    """The recipe of pipelines/demo.yaml as an arm: its training options, its network and its
+    number of steps (not a CPU budget)."""
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml").read_text())
+    train_opts = {k: v for k, v in spec["training"].items() if k in TrainConfig.model_fields
+                  and k not in ("steps", "log_every", "checkpoint_every", "device")}
+    network = {k: v for k, v in (spec["model"].get("network") or {}).items() if k not in ("kind", "dims")}
+    return {"train": train_opts, "network": network, "fixed_steps": int(spec["training"]["steps"])}
+
+
+ARMS["demo"] = demo_arm()
 
 
 # -- the sweeps --------------------------------------------------------------------------------
@@ -305,6 +329,8 @@ HEADLINE = {"lognormal2d": "held_out_spectrum_error", "harmonics3d": "rel_l2_med
 # -- one run ---------------------------------------------------------------------------------------
 def train_config(case_name: str, arm: dict[str, Any], steps: int, every: int) -> dict[str, Any]:
     opts = {**RECIPE, "batch_size": CASE_BATCH.get(case_name, RECIPE["batch_size"]), **arm.get("train", {})}
+    if arm.get("validate_evals"):  # model selection: that many validation losses over the run
+        opts.update(validate_every=max(1, steps // arm["validate_evals"]), keep="best")
     return {**opts, "steps": steps, "checkpoint_every": every, "log_every": 10 ** 9, "device": "cpu"}
 
 
@@ -333,7 +359,7 @@ def calibrate(case_name: str, case: Case, arm: dict[str, Any], steps: int = 10) 
             times.append(now - t[0])
         t[0] = now
 
-    cfg = cfg.model_copy(update={"log_every": 1})
+    cfg = cfg.model_copy(update={"log_every": 1, "validate_every": 0, "keep": "last", "patience": 0})
     train(model.denoiser, model.schedule, z, cond, cfg, progress=False, on_log=on_log)
     return float(np.median(times))
 
@@ -344,11 +370,16 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
     case = CASES[case_name](smoke)
     arm = ARMS[arm_name]
     per_step = calibrate(case_name, case, arm)
-    steps = max(evals, int(cpu_minutes * 60 / per_step))
+    steps = arm.get("fixed_steps") or max(evals, int(cpu_minutes * 60 / per_step))
     every = max(1, steps // evals)
-    steps = every * evals
+    steps = steps if arm.get("fixed_steps") else every * evals
     model, z, cond = prepare(case, arm)
     cfg = TrainConfig(**train_config(case_name, arm, steps, every))
+    validation = None
+    if cfg.validate_every:  # model selection on the validation runs, as the package does it
+        vz = torch.as_tensor(model.transform.forward(np.asarray(case.val_fields, np.float64)[:, None]),
+                             dtype=torch.float32)
+        validation = (vz, torch.from_numpy(model.param_space.to_array(case.val_points, allow_extrapolation=True)))
     variants = {name: EMA(model.denoiser.net, decay=std if kind == "exponential" else 0.0, kind=kind,
                           std=std if kind == "power" else 0.10)
                 for name, (kind, std) in arm.get("ema_variants", {}).items()}
@@ -385,9 +416,18 @@ def run(case_name: str, arm_name: str, cpu_minutes: float, evals: int, smoke: bo
             ema.update(model.denoiser.net, step)
 
     cfg = cfg.model_copy(update={"log_every": 1})
-    train(model.denoiser, model.schedule, z, cond, cfg, progress=False, on_log=on_log,
-          on_checkpoint=on_checkpoint)
+    result, _ = train(model.denoiser, model.schedule, z, cond, cfg, progress=False, on_log=on_log,
+                      on_checkpoint=on_checkpoint, validation=validation)
+    selected = None
+    if result.validation is not None:  # the weights the package keeps (keep: best) scored too
+        model.ema_state = {k: v.detach().clone() for k, v in (result.best_ema or model.ema_state).items()}
+        model._sampling_denoiser = None
+        selected = {**result.validation.to_dict(), "keep": cfg.keep,
+                    "scores": case.evaluate(model, final=False) if cfg.keep == "best" else None}
+        print(f"  [{case_name} {arm_name}] kept step {selected['best_step']}: "
+              f"{HEADLINE[case_name]} {(selected['scores'] or curve[-1])[HEADLINE[case_name]]:.4g}", flush=True)
     return {"case": case_name, "arm": arm_name, "options": arm, "config": train_config(case_name, arm, steps, every),
+            "selected": selected,
             "network": model.config["network"], "params_M": model.n_parameters / 1e6,
             "noise_shift_resolved": cfg.resolved_noise_shift(tuple(z.shape[1:])),
             "cpu_minutes_budget": cpu_minutes, "calibrated_cpu_s_per_step": per_step, "steps": steps,
@@ -401,6 +441,11 @@ def summary_rows(runs: list[dict[str, Any]], data_reference: dict[str, Any] | No
         last = r["curve"][-1]
         row = {"case": r["case"], "arm": r["arm"], "params_M": r["params_M"], "steps": r["steps"],
                "cpu_s": last["cpu_s"], "wall_s": last["wall_s"], HEADLINE[r["case"]]: last[HEADLINE[r["case"]]]}
+        sel = r.get("selected")
+        if sel and sel.get("scores"):  # keep: best -- the kept weights are the run's model
+            row.update(kept_step=sel["best_step"], last_error=last[HEADLINE[r["case"]]])
+            row[HEADLINE[r["case"]]] = sel["scores"][HEADLINE[r["case"]]]
+            last = {**last, **sel["scores"]}
         if r["case"] == "lognormal2d":
             held = [last[k] for k in last if k.startswith("held_out_") and isinstance(last[k], dict)]
             row.update(floor=last["held_out_spectrum_floor"], over_floor=last["held_out_over_floor"],
@@ -448,7 +493,7 @@ def merge(work: Path, out: Path, smoke: bool) -> None:
     runs = [json.loads(p.read_text()) for p in sorted(work.glob("*__*.json"))]
     reference = Lognormal2D(smoke).data_reference() if any(r["case"] == "lognormal2d" for r in runs) else None
     rows = summary_rows(runs, reference)
-    cols = ["case", "arm", "params_M", "steps", "cpu_s", "wall_s", "held_out_spectrum_error", "floor",
+    cols = ["case", "arm", "params_M", "steps", "kept_step", "cpu_s", "wall_s", "held_out_spectrum_error", "last_error", "floor",
             "over_floor", "data_nearest", "data_loclin", "held_over_train", "w1", "w1_floor", "var_ratio", "rel_l2_median", "rel_l2_max",
             "nearest_accuracy", "width_error", "area_error"]
     print(table(rows, cols))
@@ -485,9 +530,10 @@ def main() -> None:
     Lognormal2D.point_metrics = args.point_metrics or args.smoke
     if args.smoke:
         with tempfile.TemporaryDirectory(prefix="rho-bench-ttq-") as tmp:
-            for case in CASES:
-                result = run(case, "shift", cpu_minutes=0.0, evals=2, smoke=True)
-                (Path(tmp) / f"{case}__shift.json").write_text(json.dumps(result, default=float))
+            for case in CASES:  # lognormal2d with model selection on the validation loss
+                arm = "shift-best" if case == "lognormal2d" else "shift"
+                result = run(case, arm, cpu_minutes=0.0, evals=2, smoke=True)
+                (Path(tmp) / f"{case}__{arm}.json").write_text(json.dumps(result, default=float))
             merge(Path(tmp), out, smoke=True)
         return
     if args.restore:
