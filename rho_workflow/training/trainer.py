@@ -28,7 +28,7 @@ from torch import nn
 from rho_workflow.diffusion.losses import denoising_loss, resolution_noise_shift, sample_training_sigmas
 from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
-from rho_workflow.errors import RunInterrupted
+from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.sections import Section, validate_section
 from rho_workflow.training.validation import ValidationRecord, _Validator
 
@@ -214,6 +214,23 @@ def _prepare(denoiser: nn.Module, cfg: TrainConfig, state: dict | None, device: 
     return model, net, ema, optimizer
 
 
+def compile_failure(err: BaseException) -> RhoWorkflowError | None:
+    """The one message for ``training.compile: true`` when TorchDynamo or inductor cannot
+    compile this network, else None. (Inductor on CPU fails to lower the default 3D network's
+    convolutions in torch 2.13: ``LoweringException``, bench/train_throughput.py.)"""
+    module = type(err).__module__ or ""
+    if not module.startswith(("torch._dynamo", "torch._inductor")):
+        return None
+    inner = getattr(err, "inner_exception", None) or err.__cause__ or err  # the backend's own error
+    first = next((line for line in str(inner).splitlines() if line.strip()), type(inner).__name__)
+    return RhoWorkflowError(
+        what=f"torch.compile could not compile the network ({type(err).__name__}: {first[:200]})",
+        where="training.compile", rule="compile: true needs a network every layer of which the "
+        "inductor backend of this torch can lower",
+        fix="set training.compile: false (eager mode trains the same model; on CPU within 7% of "
+            "compiled speed, bench/train_throughput.py)")
+
+
 def _step(model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer, ema: "EMA",
           schedule: Any, cfg: TrainConfig, step: int, use_bf16: bool, batch: tuple,
           mask: torch.Tensor | None) -> float:
@@ -325,8 +342,14 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
             x0 = augment_batch(fields_[batch] if world > 1 else fields_[idx], cfg.augment, moves)[local]
         else:
             x0 = fields_[idx]
-        loss_value = _step(model, net, optimizer, ema, schedule, cfg, step, use_bf16,
-                           (x0, None if cond is None else cond[idx], sigma, noise), mask)
+        try:
+            loss_value = _step(model, net, optimizer, ema, schedule, cfg, step, use_bf16,
+                               (x0, None if cond is None else cond[idx], sigma, noise), mask)
+        except Exception as err:  # torch.compile compiles on the first call: say so in one message
+            failure = compile_failure(err) if cfg.compile and step == start else None
+            if failure is None:
+                raise
+            raise failure from err
         result.losses.append(loss_value)
         result.step = step + 1
         bar.update(1)
