@@ -73,6 +73,26 @@ def test_region_written_store_is_the_netcdf_output_value_for_value(checkpoint, n
         assert zr["density"].encoding["chunks"] == (1, 1, 4, 8, 8)
 
 
+def test_output_complevel_sets_the_stores_compression(checkpoint, netcdf_output, tmp_path):  # noqa: F811
+    """output.complevel reaches the zarr store (Blosc zstd + shuffle at that level; 0: none)
+    and changes the bytes on disk, not the values."""
+    import zarr
+
+    sizes = {}
+    for level in (0, 9):
+        out = tmp_path / f"samples-{level}.zarr"
+        sweep(checkpoint, out, region_plan(), "zarr", complevel=level)
+        array = zarr.open_group(out, mode="r")["density"]
+        codecs = [type(c).__name__ for c in array.compressors]
+        assert codecs == ([] if level == 0 else ["BloscCodec"]), codecs
+        if level:
+            assert array.compressors[0].clevel == 9 and array.compressors[0].cname.value == "zstd"
+        sizes[level] = sum(f.stat().st_size for f in (out / "density").rglob("*") if f.is_file())
+        with xr.open_dataset(netcdf_output) as nc, xr.open_zarr(out) as zr:
+            np.testing.assert_array_equal(zr["density"].values, nc["density"].values)
+    assert sizes[9] < sizes[0], sizes
+
+
 def test_identical_across_workers_and_chunk_sizes(checkpoint, netcdf_output, tmp_path):  # noqa: F811
     from rho_workflow.workflow.cluster import LocalKind
 

@@ -178,17 +178,30 @@ def _region_store(path: Path, plan: SweepPlan, metadata: Mapping[str, Any],
                        dtype)
 
 
+def _compressors(complevel: int) -> tuple[Any, ...] | None:
+    """The zarr compressors of ``output.complevel``: Blosc zstd at that level with byte
+    shuffle (floats compress as with netCDF's zlib + shuffle), none at 0."""
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    if not 0 <= int(complevel) <= 9:
+        raise ValueError(f"output.complevel {complevel}: must be an integer 0-9")
+    if int(complevel) == 0:
+        return None
+    return (BloscCodec(cname="zstd", clevel=int(complevel), shuffle=BloscShuffle.shuffle),)
+
+
 def create_region_store(path: str | os.PathLike, plan: SweepPlan, metadata: Mapping[str, Any], *,
                         attrs: Mapping[str, Any], dtype: str = "float32",
                         param_attrs: Mapping[str, Mapping[str, Any]] | None = None,
                         units: Mapping[str, str] | None = None,
-                        fingerprint: str | None = None) -> RegionStore:
+                        fingerprint: str | None = None, complevel: int = 4) -> RegionStore:
     """Write the metadata, coordinates and attributes of a sweep's zarr store (no field
     data: unwritten chunks read as NaN), atomically; return the :class:`RegionStore`.
 
     Field arrays are chunked ``(1, ..., 1, points, members, *spatial)`` (:func:`chunk_shape`). ``fingerprint`` is
     kept in the store's attributes (:data:`FINGERPRINT_ATTR`), so that a resumed sweep
-    reuses only a store made for it.
+    reuses only a store made for it. ``complevel`` (``output.complevel``, 0-9) is the zstd
+    level of a Blosc compressor with byte shuffle (as netCDF's zlib with shuffle); 0: none.
     """
     import dask.array as da
     import xarray as xr
@@ -218,7 +231,7 @@ def create_region_store(path: str | os.PathLike, plan: SweepPlan, metadata: Mapp
         # one lazy block, never computed: the graph does not grow with the store's chunks
         data = da.full(full_shape, np.nan, dtype=dtype, chunks=full_shape)
         ds[f["name"]] = xr.Variable(dims, data, _field_attrs(f, (units or {}).get(f["name"])))
-        encoding[f["name"]] = {"chunks": chunks}
+        encoding[f["name"]] = {"chunks": chunks, "compressors": _compressors(complevel)}
     with atomic_dir(path) as tmp:
         ds.to_zarr(tmp, mode="w", compute=False, consolidated=False, encoding=encoding)
     return _region_store(path, plan, metadata, units, dtype)

@@ -109,7 +109,7 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
     store = None
     if fmt == "zarr":
         store = _region_store(plan, metadata, parts_dir / Path(output).name, manifest, attrs,
-                              param_attrs, units, dtype, resume)
+                              param_attrs, units, dtype, resume, complevel)
         recorded = {i: e["sha256"] for i, e in manifest.chunks.items() if e.get("region")}
         todo, done = [c.index for c in plan.chunks], []
         target = lambda i: {"region": store, "verify": recorded.get(i)}  # noqa: E731
@@ -169,7 +169,7 @@ def run_sweep(plan: SweepPlan, checkpoint: str | Path, output: str | Path, parts
 
 def _region_store(plan: SweepPlan, metadata: Mapping[str, Any], path: Path, manifest: Manifest,
                   attrs: Mapping[str, Any] | None, param_attrs: Any, units: Any, dtype: str,
-                  resume: bool) -> Any:
+                  resume: bool, complevel: int = 4) -> Any:
     """The interrupted sweep's store at ``path`` when resuming and it was made for this
     sweep; else a new one (and the manifest's records dropped: their regions are gone)."""
     from rho_workflow.workflow.regions import create_region_store, open_region_store
@@ -187,7 +187,7 @@ def _region_store(plan: SweepPlan, metadata: Mapping[str, Any], path: Path, mani
             manifest.save()
         store = create_region_store(path, plan, metadata, attrs=dict(attrs or {}), dtype=dtype,
                                     param_attrs=param_attrs, units=units,
-                                    fingerprint=manifest.fingerprint)
+                                    fingerprint=manifest.fingerprint, complevel=complevel)
     return store
 
 
