@@ -366,6 +366,23 @@ def test_resume_resamples_a_damaged_sweep(trained, tmp_path, kept):
     assert (out / "previous" / "samples.nc").stat().st_size == 3000  # the damaged copy, kept
 
 
+@pytest.mark.fault("a chunk of the finished zarr sweep truncated afterwards: --resume notices")
+def test_resume_resamples_a_zarr_sweep_with_a_damaged_chunk(trained, tmp_path, kept):
+    path, _ = workdir(trained, tmp_path, output={"format": "zarr"})
+    out = tmp_path / "out"
+    assert cli("sample", str(path)).returncode == 0
+    store = out / "samples.zarr"
+    with xr.open_zarr(store) as ds:
+        reference = ds["density"].values
+    victim = max(f for f in (store / "density" / "c").rglob("*") if f.is_file())
+    victim.write_bytes(victim.read_bytes()[:10])
+    again = cli("sample", str(path), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "changed after the sample stage wrote it" in again.stderr
+    with xr.open_zarr(store) as ds:
+        assert kept(np.array_equal(ds["density"].values, reference))  # sampled again, the same
+
+
 @pytest.mark.fault("the finished checkpoint damaged afterwards: --resume retrains it")
 def test_resume_retrains_a_damaged_checkpoint(trained, tmp_path, kept):
     path, _ = workdir(trained, tmp_path, keep=("store",))

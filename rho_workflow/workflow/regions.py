@@ -294,9 +294,12 @@ def seal_region_store(store: RegionStore, attrs: Mapping[str, Any],
 
 def region_store_digest(path: str | os.PathLike) -> str | None:
     """SHA-256 of a finished region-written store's metadata documents (``zarr.json`` of the
-    root, with the consolidated metadata and :data:`REGIONS_ATTR`, and of every array), or
-    None when ``path`` is no such store. Reads no field data: the run record vouches for the
-    values through the regions' hashes the tasks recorded."""
+    root, with the consolidated metadata and :data:`REGIONS_ATTR`, and of every array) and of
+    the name and size of every chunk file, or None when ``path`` is no such store.
+
+    Reads no field data (one ``stat`` per chunk file): the run record vouches for the values
+    through the regions' hashes the tasks recorded, and a chunk file since deleted, truncated
+    or half-copied changes the digest. A copy of the store (new times) keeps it."""
     path = Path(path)
     root = path / "zarr.json"
     try:
@@ -309,6 +312,11 @@ def region_store_digest(path: str | os.PathLike) -> str | None:
     for meta in sorted(path.glob("*/zarr.json")):
         rel = meta.relative_to(path).as_posix()
         h.update(f"{rel}\0{hashlib.sha256(meta.read_bytes()).hexdigest()}\n".encode())
+        chunks = meta.parent / "c"
+        if chunks.is_dir():
+            for name, size in sorted((f.relative_to(path).as_posix(), f.stat().st_size)
+                                     for f in chunks.rglob("*") if f.is_file()):
+                h.update(f"{name}\0{size}\n".encode())
     return h.hexdigest()
 
 
