@@ -22,16 +22,22 @@ SMOKE_RESULTS = Path(__file__).resolve().parent / "work" / "smoke"
 
 
 def machine() -> dict[str, Any]:
-    """Cores, memory, CPU model, GPU (if any), library versions, and the load at start."""
+    """Cores, memory, CPU model and vector extensions, GPU (if any), library versions, and the
+    load at start. Machines of one kind differ: "AMD EPYC" has been seen with AVX-512 (bf16
+    autocast 1.25x faster than fp32) and with AVX2 only (bf16 10x slower), so compare CPU
+    seconds only between runs whose ``cpu_flags`` agree."""
     import torch
 
     from rho_workflow.provenance import git_commit
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split()
+                               if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
                 break
     except OSError:
         pass
@@ -43,7 +49,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     info = {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
+        "cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(), "memory_gib": mem_gib,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(), "load_average_at_start": os.getloadavg(),

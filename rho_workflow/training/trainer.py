@@ -30,6 +30,7 @@ from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
 from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.sections import Section, validate_section
+from rho_workflow.training.precision import bf16_autocast
 from rho_workflow.training.validation import ValidationRecord, _Validator
 
 __all__ = ["TrainConfig", "EMA", "TrainResult", "ValidationRecord", "train", "resolve_device", "power_ema_gamma"]
@@ -215,9 +216,8 @@ def _prepare(denoiser: nn.Module, cfg: TrainConfig, state: dict | None, device: 
 
 
 def compile_failure(err: BaseException) -> RhoWorkflowError | None:
-    """The one message for ``training.compile: true`` when TorchDynamo or inductor cannot
-    compile this network, else None. (Inductor on CPU fails to lower the default 3D network's
-    convolutions in torch 2.13: ``LoweringException``, bench/train_throughput.py.)"""
+    """The one message for ``training.compile: true`` when TorchDynamo or inductor cannot compile
+    this network (torch 2.13's inductor fails on the default 3D network on CPU), else None."""
     module = type(err).__module__ or ""
     if not module.startswith(("torch._dynamo", "torch._inductor")):
         return None
@@ -309,7 +309,7 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
     if problems:
         raise ConfigError(problems)
     model, net, ema, optimizer = _prepare(denoiser, cfg, state, device, world)
-    use_bf16 = cfg.mixed_precision == "bf16" or (cfg.mixed_precision == "auto" and device.type == "cuda")
+    use_bf16 = bf16_autocast(cfg.mixed_precision, device)  # warns where bf16 is slow (CPU without AVX-512 BF16)
 
     fields_, mask = fields_.to(device), None if mask is None else mask.to(device)
     cond = None if cond is None else cond.to(device, torch.float64)
