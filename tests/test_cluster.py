@@ -67,6 +67,27 @@ def test_local_cluster_starts_on_loopback():
         assert client.submit(sum, [1, 2], resources={"GPU": 1}).result() == 3
 
 
+def _imported(name: str) -> bool:
+    import sys
+
+    return name in sys.modules
+
+
+def test_workers_import_zarr_before_their_first_task_and_after_a_restart():
+    """zarr imported by a task and by the worker's event loop at once fails (its package
+    imports are circular); every worker of a connected cluster has imported it first."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as bare, \
+            Client(bare) as client:
+        assert set(client.run(_imported, "zarr").values()) == {False}  # a plain worker has not
+    with LocalKind(n_workers=2, threads_per_worker=1, dashboard=False).connect() as client:
+        assert set(client.run(_imported, "zarr").values()) == {True}
+        assert set(client.run(_imported, "zarr.core.array").values()) == {True}
+        client.restart()
+        assert set(client.run(_imported, "zarr").values()) == {True}
+
+
 def test_existing_scheduler_by_address_and_by_scheduler_file(tmp_path):
     from distributed import LocalCluster
 

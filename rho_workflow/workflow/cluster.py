@@ -48,6 +48,48 @@ def _worker_environ() -> dict[str, Any]:
     return {**dict(dask.config.get("distributed.nanny.pre-spawn-environ", {})), **WORKER_MALLOC_ENV}
 
 
+#: Modules every worker imports before its first task (:class:`ImportFirst`). A worker
+#: imports in two threads at once -- a task (opening a zarr store) and its event loop
+#: (unpickling a message that names a zarr class) -- and zarr's package imports are circular:
+#: the second import then fails with "cannot import name ... from partially initialized
+#: module 'zarr.core.array'" and kills the task (seen in data-parallel training of the demo).
+WORKER_IMPORTS = ("numpy", "xarray", "zarr", "netCDF4")
+
+
+class ImportFirst:
+    """A Dask worker plugin: import :data:`WORKER_IMPORTS` in the worker as it starts (and
+    as it restarts), before any task or message can import them concurrently. Modules that
+    are not installed are skipped."""
+
+    name = "rho-workflow-import-first"
+
+    def __init__(self, modules: tuple[str, ...] = WORKER_IMPORTS):
+        self.modules = tuple(modules)
+
+    def setup(self, worker: Any = None) -> None:
+        for module in self.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
+
+    def teardown(self, worker: Any = None) -> None:
+        pass
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        pass
+
+
+def _worker_plugin() -> Any:
+    """:class:`ImportFirst` as a :class:`distributed.WorkerPlugin` (distributed imported late)."""
+    from distributed import WorkerPlugin
+
+    class _ImportFirst(ImportFirst, WorkerPlugin):
+        pass
+
+    return _ImportFirst()
+
+
 class SchedulerLost(RhoWorkflowError, RuntimeError):
     """The client lost its Dask scheduler mid-run (the scheduler process died, its node or
     job ended, the network failed)."""
@@ -89,6 +131,7 @@ class ClusterKind(Section):
         """Start or reach the cluster; yield a :class:`distributed.Client`; close on exit."""
         with contextlib.ExitStack() as stack:
             client = self._start(stack)
+            client.register_plugin(_worker_plugin(), name=ImportFirst.name)
             logger.info("Dask dashboard: %s", client.dashboard_link)
             address = client.scheduler.address
             try:
