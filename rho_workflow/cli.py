@@ -233,6 +233,12 @@ def format_summary(pipeline: Any, results: dict[str, Any]) -> str:
         for var, scores in r["headline"].items():
             text = ", ".join(f"{k} {v:.3g}" for k, v in scores.items() if v == v)  # NaN: not applicable (e.g. no bounds)
             lines.append(f"               {var}: median {text}")
+        for var, scores in (r.get("over_floor") or {}).items():
+            for name, s in scores.items():
+                ratio = f" = {s['ratio']:.2g}x" if s.get("ratio") is not None else ""
+                lines.append(f"               {var}: {split} {name.replace('_', ' ')} {s['value']:.3g}{ratio} "
+                             f"its noise floor {s['floor']:.3g} (median of {s['points']} points; "
+                             "floor: simulations against simulations)")
         if r.get("log_likelihood") is not None:
             lines.append(f"               held-out log-likelihood: median "
                          f"{r['log_likelihood']:.4g} bits/dim")

@@ -83,6 +83,20 @@ def test_all_stages_write_their_outputs(finished):
     assert "members per point" in summary["members"]
     assert summary["box_size"] == pytest.approx(100.0)
     assert "spectrum_error" in summary["points"][0]["metrics"]["density"]
+    # the headline beside its noise floor, over the two held-out points only
+    spec_row = summary["over_floor"]["density"]["spectrum_error"]
+    held = [p["spectrum_error"] for p in summary["metrics"]["density"]["cases"] if not p["seen_in_training"]]
+    assert spec_row["points"] == 2 and spec_row["split"] == "held_out"
+    assert spec_row["value"] == pytest.approx(np.median([h["value"] for h in held]))
+    assert spec_row["floor"] == pytest.approx(np.median([h["floor"] for h in held])) and spec_row["floor"] > 0
+    assert spec_row["ratio"] == pytest.approx(spec_row["value"] / spec_row["floor"])
+    assert results["evaluate"]["over_floor"] == summary["over_floor"]
+    from rho_workflow.cli import format_summary
+    from rho_workflow.pipeline import Pipeline
+
+    printed = format_summary(Pipeline.from_source(spec, progress=False), results)
+    assert (f"density: held-out spectrum error {spec_row['value']:.3g} = {spec_row['ratio']:.2g}x "
+            f"its noise floor {spec_row['floor']:.3g}") in printed
     assert all(Path(f).is_file() for f in summary["figures"])
     assert any("spectrum_density" in f for f in summary["figures"])
     # held-out log-likelihood (probability-flow ODE) per point, in bits per dimension

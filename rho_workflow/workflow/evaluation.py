@@ -256,6 +256,7 @@ def evaluate_sweep(samples_path: str | Path, store_path: str | Path,
         notes=_likelihood_notes(summary), variants=variant_fields,
         variant_descriptions=variant_descriptions, deterministic=deterministic)
     summary["metrics"] = report["metrics"]
+    summary["over_floor"] = _over_floor(report["metrics"], split)
     summary["metrics_files"] = report["files"]
     summary["figures"] = report["figures"] + summary["figures"]
     summary["report"] = report["report"]
@@ -324,6 +325,29 @@ def _grid_labels(meta: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def _point_title(point: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
+#: The scores the run's summary sets beside their noise floor (see :func:`_over_floor`)
+FLOOR_HEADLINE = ("spectrum_error", "wasserstein_1")
+
+
+def _over_floor(metrics: Mapping[str, Any], split: str) -> dict[str, Any]:
+    """Per variable and score of :data:`FLOOR_HEADLINE`: the median over the evaluated
+    split's points (training points beside them left out, unless the split is ``train``) of
+    the score, of its noise floor (the same score of as many simulated fields as generated,
+    against the rest) and their ratio: how far the model is from indistinguishable."""
+    out: dict[str, Any] = {}
+    for var, table in metrics.items():
+        rows = [r for r in table["cases"] if split == "train" or not r["seen_in_training"]]
+        for name in FLOOR_HEADLINE:
+            pairs = [(r[name]["value"], r[name]["floor"]) for r in rows if name in r
+                     and r[name]["value"] is not None and r[name]["floor"] is not None]
+            if pairs:
+                value, floor = (float(np.median(v)) for v in zip(*pairs))
+                out.setdefault(var, {})[name] = {"value": value, "floor": floor,
+                                                 "ratio": value / floor if floor > 0 else None,
+                                                 "points": len(pairs), "split": split}
+    return out
 
 
 def _headline(summary: Mapping[str, Any]) -> dict[str, Any]:
