@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rho_workflow.errors import RhoWorkflowError
-from rho_workflow.training.trainer import compile_failure
+from rho_workflow.training.runtime import compile_failure
 
 
 def test_a_backend_failure_becomes_the_compile_message():

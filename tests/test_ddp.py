@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rho_workflow.errors import RunInterrupted
 from rho_workflow.params import Parameter, ParamSpace
 from rho_workflow.training.checkpoint import load_checkpoint
 from rho_workflow.workflow.cluster import LocalKind
@@ -67,6 +68,22 @@ def test_failed_rank_resubmits_group_from_checkpoint(tmp_path, client):
     # the second attempt resumed from the step-4 checkpoint and ran steps 5..12
     assert out["step"] == 12 and len(out["losses"]) == 8
     np.testing.assert_allclose(out["losses"], single["losses"][4:], rtol=RTOL)
+
+
+def test_a_stop_request_stops_every_rank_at_one_step_and_resumes(tmp_path, client):
+    """SIGTERM at a batch job's walltime: the driver writes the stop file, every rank stops
+    after the same step, rank 0 checkpoints it, and nothing is resubmitted."""
+    single = train_model(spec_for(tmp_path, "single"))
+    stop = tmp_path / "stop"
+    stop.write_text("SIGTERM")
+    spec = {**spec_for(tmp_path, "stopped"), "stop_file": str(stop)}
+    with pytest.raises(RunInterrupted, match="stopped on request at step 1; .* --resume"):
+        train_data_parallel(client, spec, 2, timeout_s=60)
+    assert load_checkpoint(tmp_path / "stopped.ckpt")["trainer_state"]["step"] == 1
+    stop.unlink()
+    out = train_data_parallel(client, {**spec, "resume": True}, 2, timeout_s=60)
+    assert out["attempts"] == 1 and out["step"] == 12 and len(out["losses"]) == 11
+    np.testing.assert_allclose(out["losses"], single["losses"][1:], rtol=RTOL)
 
 
 def test_every_attempt_failing_raises(tmp_path, client):

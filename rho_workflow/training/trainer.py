@@ -28,9 +28,9 @@ from torch import nn
 from rho_workflow.diffusion.losses import denoising_loss, resolution_noise_shift, sample_training_sigmas
 from rho_workflow.diffusion.precond import Denoiser
 from rho_workflow.diffusion.random import derive_seed
-from rho_workflow.errors import RhoWorkflowError, RunInterrupted
+from rho_workflow.errors import RunInterrupted
 from rho_workflow.sections import Section, validate_section
-from rho_workflow.training.precision import bf16_autocast
+from rho_workflow.training.runtime import all_agree, bf16_autocast, compile_failure
 from rho_workflow.training.validation import ValidationRecord, _Validator
 
 __all__ = ["TrainConfig", "EMA", "TrainResult", "ValidationRecord", "train", "resolve_device", "power_ema_gamma"]
@@ -215,22 +215,6 @@ def _prepare(denoiser: nn.Module, cfg: TrainConfig, state: dict | None, device: 
     return model, net, ema, optimizer
 
 
-def compile_failure(err: BaseException) -> RhoWorkflowError | None:
-    """The one message for ``training.compile: true`` when TorchDynamo or inductor cannot compile
-    this network (torch 2.13's inductor fails on the default 3D network on CPU), else None."""
-    module = type(err).__module__ or ""
-    if not module.startswith(("torch._dynamo", "torch._inductor")):
-        return None
-    inner = getattr(err, "inner_exception", None) or err.__cause__ or err  # the backend's own error
-    first = next((line for line in str(inner).splitlines() if line.strip()), type(inner).__name__)
-    return RhoWorkflowError(
-        what=f"torch.compile could not compile the network ({type(err).__name__}: {first[:200]})",
-        where="training.compile", rule="compile: true needs a network every layer of which the "
-        "inductor backend of this torch can lower",
-        fix="set training.compile: false (eager mode trains the same model; on CPU within 7% of "
-            "compiled speed, bench/train_throughput.py)")
-
-
 def _step(model: nn.Module, net: nn.Module, optimizer: torch.optim.Optimizer, ema: "EMA",
           schedule: Any, cfg: TrainConfig, step: int, use_bf16: bool, batch: tuple,
           mask: torch.Tensor | None) -> float:
@@ -286,8 +270,8 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         Called on rank 0 every ``cfg.checkpoint_every`` steps and at the end with the state
         (the keys of ``state``).
     should_stop : callable, optional
-        Asked after every step (single process only); when it returns True the state is
-        checkpointed and :class:`~rho_workflow.errors.RunInterrupted` is raised.
+        Asked after every step (on every rank: they stop together when any sees True); then
+        the state is checkpointed and :class:`~rho_workflow.errors.RunInterrupted` is raised.
     validation : (Tensor (M, C, *spatial), Tensor (M, P) or None), optional
         Normalized fields of runs not trained on and their parameters: with
         ``cfg.validate_every`` their loss is recorded (``result.validation``), ``keep="best"``
@@ -365,7 +349,7 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
             early = bool(cfg.patience) and record.since_best() >= cfg.patience and step + 1 < cfg.steps
             if early:
                 record.stopped_at = step + 1
-        stop = should_stop is not None and world == 1 and step + 1 < cfg.steps and should_stop()
+        stop = should_stop is not None and step + 1 < cfg.steps and all_agree(should_stop(), world, device)
         if rank == 0 and on_checkpoint is not None and (stop or early or (
                 (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0) or step + 1 == cfg.steps)):
             on_checkpoint({"step": step + 1, "model": net.state_dict(), "ema": ema.state_dict(),

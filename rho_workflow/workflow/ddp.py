@@ -7,7 +7,9 @@ it and joins the process group (gloo on CPU, NCCL on GPU) with a timeout. The tr
 wraps the network in DDP, each rank takes its slice of every global batch, and rank 0 writes
 the checkpoint. If any rank fails (exception, lost worker, collective timeout) the whole group
 fails, and the group is resubmitted, resuming from
-the last checkpoint, until ``max_attempts`` is reached; the surviving ranks of a failed
+the last checkpoint, until ``max_attempts`` is reached (a stop asked for through the stop
+file is no failure: every rank stops at the same step, rank 0 checkpoints it, and
+:class:`~rho_workflow.errors.RunInterrupted` is raised); the surviving ranks of a failed
 attempt are stopped by restarting their worker processes (they are blocked in collectives).
 """
 
@@ -20,7 +22,7 @@ import socket
 import uuid
 from typing import Any, Mapping
 
-from rho_workflow.errors import RhoWorkflowError
+from rho_workflow.errors import RhoWorkflowError, RunInterrupted
 from rho_workflow.workflow.retry import AttemptFailed, with_retries
 
 __all__ = ["train_data_parallel", "ddp_rank_task", "free_port", "pick_workers", "RankFailure"]
@@ -134,6 +136,11 @@ def _run_group(client: Any, spec: Any, world_size: int, *, backend: str, gpu: bo
     if failed:
         raise AttemptFailed("; ".join(f"rank {r}: {type(e).__name__}: {e}" for r, e in failed))
     results = [f.result() for f in futures]
+    if any(r.get("interrupted") for r in results):  # asked to stop (SIGTERM): not a failure to retry
+        step = max(int(r.get("step") or 0) for r in results)
+        raise RunInterrupted(f"data-parallel training stopped on request at step {step}; its "
+                             f"checkpoint {results[0]['checkpoint']} holds that step; rerun with "
+                             "--resume to continue", step=step)
     out = dict(results[0])
     out["losses"] = [sum(v) / len(v) for v in zip(*(r["losses"] for r in results))]
     out.update(ranks=world_size, attempts=attempt + 1, workers=addresses)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rho_workflow.training.precision import bf16_autocast, cpu_has_native_bf16
+from rho_workflow.training.runtime import bf16_autocast, cpu_has_native_bf16
 
 
 def test_auto_is_float32_on_cpu_and_bf16_only_when_asked(caplog):
