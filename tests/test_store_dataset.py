@@ -173,3 +173,16 @@ def test_two_channels_with_their_own_units_and_transforms(tmp_path):
     assert store.coords["x"][1] == "km" and store.mask is None
     meta = store.metadata()
     assert json.loads(json.dumps(meta))["variables"][1]["name"] == "T"
+
+
+
+
+def test_the_store_reads_everything_but_the_fields_at_once(lognormal_files, tmp_path):
+    """Parameters, splits and masks are read when the store opens, on this process's threads:
+    read later inside a Dask task (a data-parallel rank after its rendezvous made the cluster
+    dask's default), each read was a computation on the cluster, whose workers the ranks
+    occupy -- the demo's two-rank training hung there."""
+    info = preprocess(_config(LOGNORMAL, lognormal_files), tmp_path / "store.zarr", progress=False)
+    store = open_store(info.path)
+    lazy = {name for name, v in store.dataset.variables.items() if v.chunks is not None}
+    assert lazy == set(store.variables) == {"density"}  # only the fields stay lazy

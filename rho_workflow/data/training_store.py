@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -55,6 +56,13 @@ class TrainingStore:
         self.stats: list[dict[str, float]] = json.loads(attrs["rho_stats"])
         self.config: dict[str, Any] = json.loads(attrs["rho_config"])
         self.provenance: dict[str, Any] = json.loads(attrs["rho_provenance"])
+        # everything but the fields is small: read it now, on this process's threads. Inside a
+        # Dask task, dask's default would be the cluster itself, whose workers may all be busy
+        # with this task's peers (the ranks of data-parallel training): a deadlock
+        with dask.config.set(scheduler="threads"):
+            for name, variable in self.dataset.variables.items():
+                if name not in self.variables:
+                    variable.load()
         self._split = np.asarray(self.dataset["split"].values)
         #: ``(C, *spatial)`` True where each channel is defined (None: no fixed mask)
         self.channel_mask: np.ndarray | None = None
