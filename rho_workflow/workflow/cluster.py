@@ -73,12 +73,6 @@ class ImportFirst:
             except ImportError:
                 pass
 
-    def teardown(self, worker: Any = None) -> None:
-        pass
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        pass
-
 
 def _worker_plugin() -> Any:
     """:class:`ImportFirst` as a :class:`distributed.WorkerPlugin` (distributed imported late)."""
