@@ -32,13 +32,12 @@ def machine() -> dict[str, Any]:
 
     cpu, flags = platform.processor(), []
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == platform.processor():
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = sorted(f for f in line.split(":", 1)[1].split()
-                               if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
-                break
+        fields = dict(line.split(":", 1) for line in
+                      Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}  # the first processor's entry
+        cpu = fields.get("model name", cpu)
+        flags = sorted(f for f in fields.get("flags", "").split()
+                       if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
     except OSError:
         pass
     mem_gib = None

@@ -183,9 +183,7 @@ def _compressors(complevel: int) -> tuple[Any, ...] | None:
     shuffle (floats compress as with netCDF's zlib + shuffle), none at 0."""
     from zarr.codecs import BloscCodec, BloscShuffle
 
-    if not 0 <= int(complevel) <= 9:
-        raise ValueError(f"output.complevel {complevel}: must be an integer 0-9")
-    if int(complevel) == 0:
+    if int(complevel) == 0:  # output.complevel is validated 0-9 by the config
         return None
     return (BloscCodec(cname="zstd", clevel=int(complevel), shuffle=BloscShuffle.shuffle),)
 
