@@ -115,6 +115,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "shift-bf16-batch8": {"train": {"noise_shift": "auto", "mixed_precision": "bf16", "batch_size": 8}},
     "shift-bf16-wide": {"train": {"noise_shift": "auto", "mixed_precision": "bf16"},
                         "network": {"base_channels": 32}},
+    # the shift interpolated from none at the lowest levels to the full factor at the highest
+    # (the sampler's last levels lie below every level the constant shift trains at 32^3)
+    "interp-bf16": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                              "mixed_precision": "bf16"}},
+    "interp-bf16-lr2e-3": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                     "mixed_precision": "bf16", "lr": 2e-3}},
     "augment-power": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"],
                                 "ema": "power", "ema_std": 0.10}},
 }

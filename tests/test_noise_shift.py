@@ -41,6 +41,28 @@ def test_resolution_noise_shift_is_the_square_root_of_the_size_ratio():
         sample_training_sigmas(SCHEDULE, 4, g, shift=0.0)
 
 
+def test_the_interpolated_profile_trains_the_unshifted_lowest_and_the_shifted_highest_levels():
+    """``interpolated``: step ``i`` of ``T`` is drawn at ``sigma_i * shift ** (i / (T - 1))``, so the
+    lowest level is the schedule's own and the highest the shifted one; same draws as
+    ``constant`` otherwise, and a factor of 1 changes nothing."""
+    shift = math.sqrt(128)
+    base = sample_training_sigmas(SCHEDULE, 4096, torch.Generator().manual_seed(1))
+    interp = sample_training_sigmas(SCHEDULE, 4096, torch.Generator().manual_seed(1), shift=shift,
+                                    profile="interpolated")
+    index = (base[:, None] == SCHEDULE.sigmas[None]).double().argmax(1)
+    torch.testing.assert_close(interp, base * shift ** (index.double() / (SCHEDULE.T - 1)), rtol=1e-12, atol=0)
+    assert interp.min() < 1.5 * SCHEDULE.sigma_min < shift * base.min()  # the sampler's last levels are trained
+    assert interp.max() == pytest.approx(shift * SCHEDULE.sigma_max, rel=1e-3)
+    same = sample_training_sigmas(SCHEDULE, 64, torch.Generator().manual_seed(2), shift=1.0, profile="interpolated")
+    assert torch.equal(same, sample_training_sigmas(SCHEDULE, 64, torch.Generator().manual_seed(2)))
+    n = torch.randn(4096, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    logn = sample_training_sigmas(SCHEDULE, 4096, torch.Generator().manual_seed(3), how="lognormal",
+                                  shift=shift, profile="interpolated")
+    torch.testing.assert_close(logn, torch.exp(-1.2 + 1.2 * n) * shift ** torch.special.ndtr(n))
+    with pytest.raises(ValueError, match="profile"):
+        sample_training_sigmas(SCHEDULE, 4, shift=2.0, profile="linear")
+
+
 class _RecordSigma(nn.Module):
     """A one-weight network that records the noise levels the trainer gives it."""
 
@@ -73,6 +95,9 @@ def test_trainer_scales_its_noise_levels_with_the_number_of_values():
     torch.testing.assert_close(_trained_sigmas((32, 32, 32), noise_shift=1.0), flat, rtol=1e-5, atol=0)
     with pytest.raises(ValueError, match="noise_shift"):
         _trained_sigmas((4, 4), noise_shift=-1.0)
+    interp = _trained_sigmas((32, 32, 32), noise_shift_profile="interpolated")
+    step = (nearest.log()[:, None] - SCHEDULE.sigmas.log()[None]).abs().argmin(1).double() / (SCHEDULE.T - 1)
+    torch.testing.assert_close(interp, flat * math.sqrt(32 ** 3 / 256) ** step, rtol=1e-4, atol=0)
 
 
 def test_tiny_3d_model_follows_its_condition_from_pure_noise():

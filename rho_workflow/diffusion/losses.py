@@ -17,11 +17,12 @@ import torch
 from rho_workflow.diffusion.precond import PREDICTIONS, Denoiser, batch_sigma
 from rho_workflow.diffusion.schedules import NoiseSchedule
 
-__all__ = ["loss_weight", "sample_training_sigmas", "denoising_loss", "resolution_noise_shift",
+__all__ = ["loss_weight", "sample_training_sigmas", "SHIFT_PROFILES", "denoising_loss", "resolution_noise_shift",
            "WEIGHTINGS", "SIGMA_SAMPLING", "NOISE_SHIFT_REFERENCE_POINTS"]
 
 WEIGHTINGS = ("plain", "min-snr")
 SIGMA_SAMPLING = ("schedule", "lognormal")
+SHIFT_PROFILES = ("constant", "interpolated")
 
 #: Values per field (16 x 16) at which :func:`resolution_noise_shift` would be 1.
 NOISE_SHIFT_REFERENCE_POINTS = 256
@@ -96,26 +97,35 @@ def loss_weight(sigma: torch.Tensor, prediction: str, sigma_data: float = 1.0, w
 
 def sample_training_sigmas(schedule: NoiseSchedule, batch: int, generator: torch.Generator | None = None,
                            how: str = "schedule", p_mean: float = -1.2, p_std: float = 1.2,
-                           shift: float = 1.0) -> torch.Tensor:
+                           shift: float = 1.0, profile: str = "constant") -> torch.Tensor:
     """Training noise levels: ``schedule`` (Ho et al. 2020, Alg. 1: t ~ U{1..T}) or ``lognormal`` (EDM Table 1),
-    times ``shift`` (:func:`resolution_noise_shift`).
+    times a factor from ``shift`` (:func:`resolution_noise_shift`).
 
     ``schedule`` draws a discrete step uniformly and returns its sigma; ``lognormal`` returns
-    ``exp(p_mean + p_std n)``. The result is float64 of shape ``(batch,)`` on the generator's
-    device (CPU without one).
+    ``exp(p_mean + p_std n)``. ``profile`` ``constant`` multiplies every level by ``shift``;
+    ``interpolated`` by ``shift ** t``, where ``t`` in [0, 1] is the draw's place in the
+    distribution (the step ``i / (T - 1)``, or ``Phi(n)``): log-SNR moves linearly in ``t`` from
+    the unshifted levels at the lowest noise to the shifted ones at the highest (the
+    interpolated schedule of Hoogeboom et al. 2023, Sec. 3.1), so the levels below the shifted
+    minimum -- where the sampler ends -- are trained too. The result is float64 of shape
+    ``(batch,)`` on the generator's device (CPU without one).
     """
     if how not in SIGMA_SAMPLING:
         raise ValueError(f"unknown training sigma sampling {how!r}; valid choices are {list(SIGMA_SAMPLING)}")
     if not (math.isfinite(shift) and shift > 0):
         raise ValueError(f"training noise shift must be a finite factor > 0, got {shift}")
+    if profile not in SHIFT_PROFILES:
+        raise ValueError(f"unknown noise shift profile {profile!r}; valid choices are {list(SHIFT_PROFILES)}")
     device = generator.device if generator is not None else torch.device("cpu")
     if how == "schedule":
         index = torch.randint(schedule.T, (batch,), generator=generator, device=device)
-        return schedule.sigmas.to(device)[index] * shift
-    if not p_std > 0:
-        raise ValueError(f"lognormal sigma sampling: p_std must be > 0, got {p_std}")
-    n = torch.randn((batch,), generator=generator, device=device, dtype=torch.float64)
-    return torch.exp(p_mean + p_std * n) * shift
+        sigma, t = schedule.sigmas.to(device)[index], index.double() / max(schedule.T - 1, 1)
+    else:
+        if not p_std > 0:
+            raise ValueError(f"lognormal sigma sampling: p_std must be > 0, got {p_std}")
+        n = torch.randn((batch,), generator=generator, device=device, dtype=torch.float64)
+        sigma, t = torch.exp(p_mean + p_std * n), torch.special.ndtr(n)
+    return sigma * (shift ** t if profile == "interpolated" else shift)
 
 
 def denoising_loss(denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, cond: torch.Tensor | None,

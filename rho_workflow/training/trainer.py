@@ -60,6 +60,9 @@ class TrainConfig(Section):
     #: factor on the training noise levels; "auto": resolution_noise_shift (3D fields:
     #: sqrt(values per field / 256), 4 at 16^3 and 11.3 at 32^3; 1D and 2D fields: 1)
     noise_shift: float | Literal["auto"] = "auto"
+    #: "constant": every level times the factor; "interpolated": the lowest levels unshifted, the
+    #: factor reached at the highest (sample_training_sigmas), so the sampler's last levels are trained
+    noise_shift_profile: Literal["constant", "interpolated"] = "constant"
     #: "auto" is bf16 autocast on CUDA
     mixed_precision: Literal["auto", "bf16", "no"] = "auto"
     compile: bool = False
@@ -319,7 +322,7 @@ def train(denoiser: nn.Module, schedule, fields_: torch.Tensor, cond: torch.Tens
         batch = torch.randint(n, (cfg.batch_size,), generator=g)
         idx = batch[local]
         sigma = sample_training_sigmas(schedule, cfg.batch_size, g, how=cfg.sigma_sampling,
-                                       shift=shift)[local]
+                                       shift=shift, profile=cfg.noise_shift_profile)[local]
         noise = torch.randn((cfg.batch_size, *fields_.shape[1:]), generator=g)[local]
         if cfg.augment:  # moves drawn for the global batch from their own generator: resumable, DDP-exact
             moves = torch.Generator().manual_seed(derive_seed(cfg.seed, "augment", step))

@@ -74,7 +74,7 @@ class _Validator:
             x = self.x[s:s + 64]
             g = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "validation", k))
             sigma = sample_training_sigmas(self.schedule, len(x), g, how=self.cfg.sigma_sampling,
-                                           shift=self.shift)
+                                           shift=self.shift, profile=self.cfg.noise_shift_profile)
             noise = torch.randn(x.shape, generator=g)
             loss = denoising_loss(self.denoiser, x, None if self.c is None else self.c[s:s + 64],
                                   self.schedule, weighting=self.cfg.weighting, gamma=self.cfg.min_snr_gamma,
