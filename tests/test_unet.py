@@ -143,3 +143,25 @@ def test_build_network_from_config():
     assert net(torch.randn(2, 2, 9, 9), torch.zeros(2), conds(2)).shape == (2, 2, 9, 9)
     mlp = build_network({"kind": "mlp", "dim": 2, "hidden": 16, "depth": 1}, ParamSpace([]))
     assert mlp(torch.randn(5, 2), torch.zeros(5), None).shape == (5, 2)
+
+
+@pytest.mark.parametrize("dims, spatial", [(1, (6,)), (2, (5, 7)), (3, (4, 6, 3))])
+def test_coordinate_channels_give_a_constant_input_position(dims, spatial):
+    """``coordinates=True``: the first convolution sees each cell's centre in (-1, 1) along each
+    axis, so a spatially constant input (pure noise's mean) yields features that vary with
+    position away from the edges; without them a constant input stays constant inside."""
+    x = torch.ones(2, 1, *spatial)
+    net = UNet(dims, base_channels=8, channel_mults=(1,), coordinates=True)
+    grid = net._with_coordinates(x)[:, 1:]
+    assert grid.shape == (2, dims, *spatial)
+    for axis, n in enumerate(spatial):
+        line = grid[0, axis].movedim(axis, 0).reshape(n, -1)[:, 0]
+        torch.testing.assert_close(line, (2 * torch.arange(n) + 1) / n - 1.0)
+    inner = (slice(None), slice(None)) + (slice(1, -1),) * dims
+    with torch.no_grad():
+        h = net.conv_in(net._with_coordinates(x))[inner]
+        flat = UNet(dims, base_channels=8, channel_mults=(1,)).conv_in(x)[inner]
+    assert h.flatten(2).std(-1).max() > 1e-3 and flat.flatten(2).std(-1).max() < 1e-6
+    assert net(torch.randn(2, 1, *spatial), torch.zeros(2)).shape == (2, 1, *spatial)
+    cfg = build_network({"kind": "unet", "dims": dims, "base_channels": 8, "coordinates": True}, ParamSpace([]))
+    assert cfg.conv_in.in_channels == 1 + dims

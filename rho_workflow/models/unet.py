@@ -142,13 +142,19 @@ class UNet(nn.Module):
         Width of the embedding; defaults to ``cond_encoder.emb_dim`` or ``4 * base_channels``.
     pad_mode : {"replicate", "reflect", "circular", "zeros"}
         How sizes that are not multiples of ``2 ** (levels - 1)`` are padded.
+    coordinates : bool
+        Give the first convolution ``dims`` more input channels, each cell's position along
+        each axis (cell centres in (-1, 1)). Convolutions are translation-equivariant: from a
+        noise input they can place structure only by the padding's edge effects, which a field
+        tied to its grid (a density centred in its box, a climate field on latitudes) needs
+        at every noise level; keep it off for statistically homogeneous fields (a periodic box).
     """
 
     def __init__(self, dims: int, in_channels: int = 1, out_channels: int | None = None,
                  base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 1, attention_levels: Sequence[int] = (), dropout: float = 0.0,
                  cond_encoder: ConditionEncoder | None = None, emb_dim: int | None = None,
-                 pad_mode: str = "replicate"):
+                 pad_mode: str = "replicate", coordinates: bool = False):
         super().__init__()
         if dims not in _CONV:
             raise ValueError(f"UNet dims {dims!r}: must be 1, 2 or 3 (the spatial rank of the field)")
@@ -176,7 +182,8 @@ class UNet(nn.Module):
         self.cond_encoder = cond_encoder
 
         conv = _CONV[dims]
-        self.conv_in = conv(in_channels, base_channels, 3, padding=1)
+        self.coordinates = bool(coordinates)
+        self.conv_in = conv(in_channels + (dims if self.coordinates else 0), base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips, ch = [base_channels], base_channels
         for level, mult in enumerate(channel_mults):
@@ -209,7 +216,7 @@ class UNet(nn.Module):
         self._check_input(x_in)
         batch, spatial = x_in.shape[0], x_in.shape[2:]
         emb = network_embedding(self.noise_embedding, self.cond_encoder, c_noise, cond, batch, x_in.device)
-        h = self.conv_in(self._pad(x_in))
+        h = self.conv_in(self._pad(self._with_coordinates(x_in) if self.coordinates else x_in))
         skips = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
@@ -241,6 +248,13 @@ class UNet(nn.Module):
                 f"{tuple(x.shape)} ({x.shape[1]} channels); build the network with "
                 f"in_channels={x.shape[1]} or fix the channel axis"
             )
+
+    def _with_coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with one more channel per axis: the cell centres ``(2 i + 1) / n - 1``."""
+        spatial = x.shape[2:]
+        axes = [(2 * torch.arange(n, device=x.device, dtype=x.dtype) + 1) / n - 1 for n in spatial]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+        return torch.cat([x, grid.expand(x.shape[0], *grid.shape)], dim=1)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         multiple = 2 ** (self.levels - 1)
