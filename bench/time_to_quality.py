@@ -121,6 +121,9 @@ ARMS: dict[str, dict[str, Any]] = {
                               "mixed_precision": "bf16"}},
     "interp-bf16-lr2e-3": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
                                      "mixed_precision": "bf16", "lr": 2e-3}},
+    # the cells' positions as input channels (UNet coordinates): fields tied to their grid
+    "interp-bf16-coords": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                     "mixed_precision": "bf16"}, "network": {"coordinates": True}},
     "augment-power": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"],
                                 "ema": "power", "ema_std": 0.10}},
 }
