@@ -124,6 +124,14 @@ ARMS: dict[str, dict[str, Any]] = {
     # the cells' positions as input channels (UNet coordinates): fields tied to their grid
     "interp-bf16-coords": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
                                      "mixed_precision": "bf16"}, "network": {"coordinates": True}},
+    # the 32^3 field folded into 2^3 patches (UNet patch_size: 2): every level on 8x fewer
+    # positions, so ~4x more steps per CPU second; and the same with the width doubled
+    "interp-bf16-coords-patch2": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                            "mixed_precision": "bf16"},
+                                  "network": {"coordinates": True, "patch_size": 2}},
+    "interp-bf16-coords-patch2-wide": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                                 "mixed_precision": "bf16"},
+                                       "network": {"coordinates": True, "patch_size": 2, "base_channels": 32}},
     "augment-power": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"],
                                 "ema": "power", "ema_std": 0.10}},
 }

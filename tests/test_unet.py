@@ -165,3 +165,46 @@ def test_coordinate_channels_give_a_constant_input_position(dims, spatial):
     assert net(torch.randn(2, 1, *spatial), torch.zeros(2)).shape == (2, 1, *spatial)
     cfg = build_network({"kind": "unet", "dims": dims, "base_channels": 8, "coordinates": True}, ParamSpace([]))
     assert cfg.conv_in.in_channels == 1 + dims
+
+
+@pytest.mark.parametrize("dims, spatial, patch", [(1, (12,), 3), (2, (4, 6), 2), (3, (4, 2, 6), 2)])
+def test_space_to_depth_folds_each_block_into_channels_and_back(dims, spatial, patch):
+    """Channel ``c * p**d + k`` of the folded field holds offset ``k`` (row-major) of block
+    ``(i, j, ...)``: cell ``(i * p + k_0, j * p + k_1, ...)`` of channel ``c``."""
+    import itertools
+
+    from rho_workflow.models.unet import depth_to_space, space_to_depth
+
+    x = torch.randn(2, 3, *spatial)
+    folded = space_to_depth(x, patch)
+    assert folded.shape == (2, 3 * patch ** dims, *[n // patch for n in spatial])
+    for k, offset in enumerate(itertools.product(range(patch), repeat=dims)):
+        cells = tuple(slice(o, None, patch) for o in offset)
+        torch.testing.assert_close(folded[:, 1 * patch ** dims + k], x[(slice(None), 1) + cells])
+    torch.testing.assert_close(depth_to_space(folded, patch), x)
+
+
+@pytest.mark.parametrize("dims, spatial", [(1, (30,)), (2, (12, 10)), (3, (12, 10, 9))])
+def test_patched_unet_keeps_the_contract_on_fewer_positions(dims, spatial):
+    """``patch_size=2``: the output has the input's shape (sizes padded to multiples of
+    ``2 * 2**(levels-1)``), samples of a batch stay independent, and the first level runs on
+    ``2**dims`` fewer positions than the unpatched network's."""
+    net = randomize_zero_layers(tiny_unet(dims, 2, patch_size=2, coordinates=True))
+    x = torch.randn(3, 2, *spatial)
+    c_noise, cond = torch.randn(3), conds(3)
+    y = net(x, c_noise, cond)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    torch.testing.assert_close(net(x[1:2], c_noise[1:2], cond[1:2]), y[1:2], atol=1e-4, rtol=1e-4)
+    seen = []
+    hook = net.down[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[2:]))
+    net(x, c_noise, cond)
+    hook.remove()
+    padded = [n + (-n) % 8 for n in spatial]
+    assert tuple(seen[0]) == tuple(n // 2 for n in padded)
+    assert net.conv_in.in_channels == (2 + dims) * 2 ** dims and net.conv_out.out_channels == 2 * 2 ** dims
+
+
+def test_patch_size_must_be_a_positive_integer():
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="patch_size"):
+            tiny_unet(2, patch_size=bad)

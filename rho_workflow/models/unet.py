@@ -20,7 +20,7 @@ from torch import nn
 
 from rho_workflow.models.conditioning import ConditionEncoder, NoiseEmbedding, network_embedding
 
-__all__ = ["UNet", "PAD_MODES"]
+__all__ = ["UNet", "PAD_MODES", "space_to_depth", "depth_to_space"]
 
 PAD_MODES = ("replicate", "reflect", "circular", "zeros")
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -32,6 +32,28 @@ def _groups(channels: int) -> int:
         if channels % g == 0:
             return g
     return 1
+
+
+def space_to_depth(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Fold each ``patch ** d`` block of cells into channels: ``(B, C, *n) -> (B, C * patch**d, *n / patch)``.
+
+    The n-D ``pixel_unshuffle`` (Shi et al. 2016); channel ``c * patch**d + k`` holds cell ``k``
+    (row-major over the block's offsets) of channel ``c``. Every size must be a multiple of ``patch``.
+    """
+    batch, channels, *spatial = x.shape
+    d = len(spatial)
+    x = x.reshape(batch, channels, *[s for n in spatial for s in (n // patch, patch)])
+    offsets, coarse = [3 + 2 * i for i in range(d)], [2 + 2 * i for i in range(d)]
+    return x.permute(0, 1, *offsets, *coarse).reshape(batch, channels * patch ** d, *[n // patch for n in spatial])
+
+
+def depth_to_space(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """The inverse of :func:`space_to_depth`: ``(B, C * patch**d, *n) -> (B, C, *n * patch)``."""
+    batch, folded, *spatial = x.shape
+    d = len(spatial)
+    x = x.reshape(batch, folded // patch ** d, *[patch] * d, *spatial)
+    order = [j for i in range(d) for j in (2 + d + i, 2 + i)]  # (coarse_i, offset_i) per axis
+    return x.permute(0, 1, *order).reshape(batch, folded // patch ** d, *[n * patch for n in spatial])
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -116,7 +138,7 @@ class UNet(nn.Module):
     ``ParamSpace.to_array`` or None for the null condition.
 
     Spatial sizes need not be powers of two: each spatial axis is padded at its end up to a
-    multiple of ``2 ** (len(channel_mults) - 1)`` with ``pad_mode`` (default ``"replicate"``:
+    multiple of ``patch_size * 2 ** (len(channel_mults) - 1)`` with ``pad_mode`` (default ``"replicate"``:
     the edge value repeated, defined for any size) and the output is cropped back.
 
     Parameters
@@ -148,13 +170,20 @@ class UNet(nn.Module):
         noise input they can place structure only by the padding's edge effects, which a field
         tied to its grid (a density centred in its box, a climate field on latitudes) needs
         at every noise level; keep it off for statistically homogeneous fields (a periodic box).
+    patch_size : int
+        Side of the cubes of cells that the network works on (1: single cells). With ``p > 1``
+        each ``p ** dims`` block of cells is folded into channels before the first convolution
+        and unfolded after the last (:func:`space_to_depth`; the patching of Hoogeboom et al.
+        2023, "simple diffusion", Sec. 3.3): every level runs on ``p ** dims`` fewer positions,
+        so a step costs several times less at equal width. For smooth fields on fine grids
+        (3D); structure within a patch is then carried by channels, not positions.
     """
 
     def __init__(self, dims: int, in_channels: int = 1, out_channels: int | None = None,
                  base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 1, attention_levels: Sequence[int] = (), dropout: float = 0.0,
                  cond_encoder: ConditionEncoder | None = None, emb_dim: int | None = None,
-                 pad_mode: str = "replicate", coordinates: bool = False):
+                 pad_mode: str = "replicate", coordinates: bool = False, patch_size: int = 1):
         super().__init__()
         if dims not in _CONV:
             raise ValueError(f"UNet dims {dims!r}: must be 1, 2 or 3 (the spatial rank of the field)")
@@ -174,6 +203,9 @@ class UNet(nn.Module):
                 "UNet: self-attention in 3D costs memory and time quadratic in the number of voxels of "
                 "the level; prefer attention only at the lowest level, or none", stacklevel=2
             )
+        if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+            raise ValueError(f"UNet patch_size {patch_size!r}: must be an integer >= 1 (cells per side "
+                             "of a patch; 1 works on single cells)")
         emb_dim = _resolve_emb_dim(emb_dim, cond_encoder, 4 * base_channels, "UNet")
         self.dims, self.in_channels = dims, in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -182,8 +214,9 @@ class UNet(nn.Module):
         self.cond_encoder = cond_encoder
 
         conv = _CONV[dims]
-        self.coordinates = bool(coordinates)
-        self.conv_in = conv(in_channels + (dims if self.coordinates else 0), base_channels, 3, padding=1)
+        self.coordinates, self.patch_size = bool(coordinates), patch_size
+        fold = patch_size ** dims
+        self.conv_in = conv((in_channels + (dims if self.coordinates else 0)) * fold, base_channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips, ch = [base_channels], base_channels
         for level, mult in enumerate(channel_mults):
@@ -210,13 +243,14 @@ class UNet(nn.Module):
                 self.up.append(Upsample(dims, ch, base_channels * channel_mults[level - 1]))
                 ch = base_channels * channel_mults[level - 1]
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
-        self.conv_out = _zero(conv(ch, self.out_channels, 3, padding=1))
+        self.conv_out = _zero(conv(ch, self.out_channels * fold, 3, padding=1))
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(x_in)
         batch, spatial = x_in.shape[0], x_in.shape[2:]
         emb = network_embedding(self.noise_embedding, self.cond_encoder, c_noise, cond, batch, x_in.device)
-        h = self.conv_in(self._pad(self._with_coordinates(x_in) if self.coordinates else x_in))
+        h = self._pad(self._with_coordinates(x_in) if self.coordinates else x_in)
+        h = self.conv_in(space_to_depth(h, self.patch_size) if self.patch_size > 1 else h)
         skips = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
@@ -232,6 +266,7 @@ class UNet(nn.Module):
             else:
                 h = layer(h)
         out = self.conv_out(F.silu(self.norm_out(h)))
+        out = depth_to_space(out, self.patch_size) if self.patch_size > 1 else out
         return out[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -257,7 +292,7 @@ class UNet(nn.Module):
         return torch.cat([x, grid.expand(x.shape[0], *grid.shape)], dim=1)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        multiple = 2 ** (self.levels - 1)
+        multiple = self.patch_size * 2 ** (self.levels - 1)
         extra = [(-n) % multiple for n in x.shape[2:]]
         if not any(extra):
             return x
