@@ -132,6 +132,23 @@ ARMS: dict[str, dict[str, Any]] = {
     "interp-bf16-coords-patch2-wide": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
                                                  "mixed_precision": "bf16"},
                                        "network": {"coordinates": True, "patch_size": 2, "base_channels": 32}},
+    "interp-bf16-patch2-wide": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                          "mixed_precision": "bf16"},
+                                "network": {"patch_size": 2, "base_channels": 32}},
+    "interp-bf16-coords-patch2-wide-lr2e-3": {
+        "train": {"noise_shift": "auto", "noise_shift_profile": "interpolated", "mixed_precision": "bf16", "lr": 2e-3},
+        "network": {"coordinates": True, "patch_size": 2, "base_channels": 32}},
+    # 2D: the demo's network on 2x2 patches (4x fewer positions), and twice as wide
+    "shift-patch2": {"train": {"noise_shift": "auto"}, "network": {"patch_size": 2}},
+    "shift-patch2-wide": {"train": {"noise_shift": "auto"}, "network": {"patch_size": 2, "base_channels": 32}},
+    "augment-patch2-wide": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"]},
+                            "network": {"patch_size": 2, "base_channels": 32}},
+    # augment-best-bf16 with EDM2's power-function EMA (std 0.10): the kept weights average
+    # the last ~10% of the run, not the last 100 steps (the 0.99 EMA's scores moved by the
+    # floor's size from one evaluation to the next)
+    "augment-power-best-bf16": {"train": {"noise_shift": "auto", "mixed_precision": "bf16", "ema": "power",
+                                          "ema_std": 0.10, "augment": ["roll", "flip", "transpose"]},
+                                "validate_evals": 40},
     "augment-power": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"],
                                 "ema": "power", "ema_std": 0.10}},
 }
@@ -286,6 +303,8 @@ class Lognormal2D(Case):
 
 class Harmonics3D(Case):
     kind, transform = "spherical-harmonics", "standardize"
+    #: the 3D default before it was patched (32^3 grids), so that every arm keeps its meaning
+    network = {"base_channels": 16, "patch_size": 1}
 
     def __init__(self, smoke: bool, size: int = 32, per_lm: int = 2):
         self.size, self.per_lm = (8 if smoke else size), (1 if smoke else per_lm)
