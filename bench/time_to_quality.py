@@ -488,7 +488,8 @@ def summary_rows(runs: list[dict[str, Any]], data_reference: dict[str, Any] | No
     for r in runs:
         last = r["curve"][-1]
         flags = r.get("machine", {}).get("cpu_flags")  # runs before the flags were recorded: AVX-512 machines
-        row = {"case": r["case"], "arm": r["arm"], "cpu": "avx512" if flags is None or "avx512f" in flags else "avx2",
+        kind = "avx512" if flags is None or "avx512f" in flags else "avx2"
+        row = {"case": r["case"], "arm": r["arm"], "cpu": kind + ("+amx" if flags and "amx_bf16" in flags else ""),
                "params_M": r["params_M"], "steps": r["steps"],
                "cpu_s": last["cpu_s"], "wall_s": last["wall_s"], HEADLINE[r["case"]]: last[HEADLINE[r["case"]]]}
         sel = r.get("selected")

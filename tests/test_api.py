@@ -232,7 +232,7 @@ def test_atomic_writes_follow_the_umask(tmp_path):
 
 def test_default_3d_network_works_on_patches_from_32_cells_a_side():
     """The default network of a 32^3 grid folds 2^3-cell patches (bench/time_to_quality.py:
-    lower error after 30 CPU-minutes at 2.4x fewer CPU seconds a step); smaller grids and other
+    lower error after 30 CPU-minutes at about 2.5x fewer CPU seconds a step); smaller grids and other
     ranks work on single cells."""
     from rho_workflow.api import default_network
 
