@@ -135,6 +135,13 @@ ARMS: dict[str, dict[str, Any]] = {
     "interp-bf16-patch2-wide": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
                                           "mixed_precision": "bf16"},
                                 "network": {"patch_size": 2, "base_channels": 32}},
+    # the default patched 3D network with EDM2's power-function EMA, and at half the learning rate
+    "interp-bf16-patch2-wide-power": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                                "mixed_precision": "bf16", "ema": "power", "ema_std": 0.10},
+                                      "network": {"patch_size": 2, "base_channels": 32}},
+    "interp-bf16-patch2-wide-lr5e-4": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
+                                                 "mixed_precision": "bf16", "lr": 5e-4},
+                                       "network": {"patch_size": 2, "base_channels": 32}},
     "interp-bf16-coords-patch2-wide-lr2e-3": {
         "train": {"noise_shift": "auto", "noise_shift_profile": "interpolated", "mixed_precision": "bf16", "lr": 2e-3},
         "network": {"coordinates": True, "patch_size": 2, "base_channels": 32}},
