@@ -174,7 +174,7 @@ class UNet(nn.Module):
         Side of the cubes of cells that the network works on (1: single cells). With ``p > 1``
         each ``p ** dims`` block of cells is folded into channels before the first convolution
         and unfolded after the last (:func:`space_to_depth`; the patching of Hoogeboom et al.
-        2023, "simple diffusion", Sec. 3.3): every level runs on ``p ** dims`` fewer positions,
+        2023, "simple diffusion"): every level runs on ``p ** dims`` fewer positions,
         so a step costs several times less at equal width. For smooth fields on fine grids
         (3D); structure within a patch is then carried by channels, not positions.
     """
