@@ -78,6 +78,11 @@ RECIPE = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.99, "
 
 #: Recipe changes tried against each case's base ("train": TrainConfig options, "network":
 #: network-config overrides). "before" is the recipe before issue 14 (schedule's own levels).
+#: the 3D recipe the arms below vary: interpolated resolution shift, bf16 autocast
+INTERP_BF16 = {"noise_shift": "auto", "noise_shift_profile": "interpolated", "mixed_precision": "bf16"}
+#: the 3D network on 2^3-cell patches, twice as wide (the default of 32^3 grids since)
+PATCH2_WIDE = {"patch_size": 2, "base_channels": 32}
+
 ARMS: dict[str, dict[str, Any]] = {
     "before": {"train": {"noise_shift": 1.0}},
     "shift": {"train": {"noise_shift": "auto"}},
@@ -117,34 +122,21 @@ ARMS: dict[str, dict[str, Any]] = {
                         "network": {"base_channels": 32}},
     # the shift interpolated from none at the lowest levels to the full factor at the highest
     # (the sampler's last levels lie below every level the constant shift trains at 32^3)
-    "interp-bf16": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                              "mixed_precision": "bf16"}},
-    "interp-bf16-lr2e-3": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                     "mixed_precision": "bf16", "lr": 2e-3}},
+    "interp-bf16": {"train": INTERP_BF16},
+    "interp-bf16-lr2e-3": {"train": {**INTERP_BF16, "lr": 2e-3}},
     # the cells' positions as input channels (UNet coordinates): fields tied to their grid
-    "interp-bf16-coords": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                     "mixed_precision": "bf16"}, "network": {"coordinates": True}},
+    "interp-bf16-coords": {"train": INTERP_BF16, "network": {"coordinates": True}},
     # the 32^3 field folded into 2^3 patches (UNet patch_size: 2): every level on 8x fewer
     # positions, so ~4x more steps per CPU second; and the same with the width doubled
-    "interp-bf16-coords-patch2": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                            "mixed_precision": "bf16"},
-                                  "network": {"coordinates": True, "patch_size": 2}},
-    "interp-bf16-coords-patch2-wide": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                                 "mixed_precision": "bf16"},
-                                       "network": {"coordinates": True, "patch_size": 2, "base_channels": 32}},
-    "interp-bf16-patch2-wide": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                          "mixed_precision": "bf16"},
-                                "network": {"patch_size": 2, "base_channels": 32}},
+    "interp-bf16-coords-patch2": {"train": INTERP_BF16, "network": {"coordinates": True, "patch_size": 2}},
+    "interp-bf16-coords-patch2-wide": {"train": INTERP_BF16, "network": {"coordinates": True, **PATCH2_WIDE}},
+    "interp-bf16-patch2-wide": {"train": INTERP_BF16, "network": PATCH2_WIDE},
     # the default patched 3D network with EDM2's power-function EMA, and at half the learning rate
-    "interp-bf16-patch2-wide-power": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                                "mixed_precision": "bf16", "ema": "power", "ema_std": 0.10},
-                                      "network": {"patch_size": 2, "base_channels": 32}},
-    "interp-bf16-patch2-wide-lr5e-4": {"train": {"noise_shift": "auto", "noise_shift_profile": "interpolated",
-                                                 "mixed_precision": "bf16", "lr": 5e-4},
-                                       "network": {"patch_size": 2, "base_channels": 32}},
-    "interp-bf16-coords-patch2-wide-lr2e-3": {
-        "train": {"noise_shift": "auto", "noise_shift_profile": "interpolated", "mixed_precision": "bf16", "lr": 2e-3},
-        "network": {"coordinates": True, "patch_size": 2, "base_channels": 32}},
+    "interp-bf16-patch2-wide-power": {"train": {**INTERP_BF16, "ema": "power", "ema_std": 0.10},
+                                      "network": PATCH2_WIDE},
+    "interp-bf16-patch2-wide-lr5e-4": {"train": {**INTERP_BF16, "lr": 5e-4}, "network": PATCH2_WIDE},
+    "interp-bf16-coords-patch2-wide-lr2e-3": {"train": {**INTERP_BF16, "lr": 2e-3},
+                                              "network": {"coordinates": True, **PATCH2_WIDE}},
     # 2D: the demo's network on 2x2 patches (4x fewer positions), and twice as wide
     "shift-patch2": {"train": {"noise_shift": "auto"}, "network": {"patch_size": 2}},
     "shift-patch2-wide": {"train": {"noise_shift": "auto"}, "network": {"patch_size": 2, "base_channels": 32}},
