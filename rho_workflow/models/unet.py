@@ -65,15 +65,16 @@ def _zero(module: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """Residual block, ``x + conv(act(FiLM(norm(conv(act(norm(x)))), emb)))`` (Dhariwal & Nichol 2021, Sec. 3)."""
 
-    def __init__(self, dims: int, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+    def __init__(self, dims: int, in_ch: int, out_ch: int, emb_dim: int, dropout: float,
+                 padding_mode: str = "zeros"):
         super().__init__()
         conv = _CONV[dims]
         self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
-        self.conv1 = conv(in_ch, out_ch, 3, padding=1)
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1, padding_mode=padding_mode)
         self.film = nn.Linear(emb_dim, 2 * out_ch)
         self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = _zero(conv(out_ch, out_ch, 3, padding=1))
+        self.conv2 = _zero(conv(out_ch, out_ch, 3, padding=1, padding_mode=padding_mode))
         self.skip = nn.Identity() if in_ch == out_ch else conv(in_ch, out_ch, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -107,9 +108,9 @@ class Attention(nn.Module):
 class Downsample(nn.Module):
     """Strided 3-convolution halving every spatial size."""
 
-    def __init__(self, dims: int, channels: int):
+    def __init__(self, dims: int, channels: int, padding_mode: str = "zeros"):
         super().__init__()
-        self.conv = _CONV[dims](channels, channels, 3, stride=2, padding=1)
+        self.conv = _CONV[dims](channels, channels, 3, stride=2, padding=1, padding_mode=padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -122,9 +123,9 @@ class Upsample(nn.Module):
     channel count grows with depth.
     """
 
-    def __init__(self, dims: int, in_channels: int, out_channels: int):
+    def __init__(self, dims: int, in_channels: int, out_channels: int, padding_mode: str = "zeros"):
         super().__init__()
-        self.conv = _CONV[dims](in_channels, out_channels, 3, padding=1)
+        self.conv = _CONV[dims](in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -177,13 +178,21 @@ class UNet(nn.Module):
         2023, "simple diffusion"): every level runs on ``p ** dims`` fewer positions,
         so a step costs several times less at equal width. For smooth fields on fine grids
         (3D); structure within a patch is then carried by channels, not positions.
+    periodic : bool
+        The field lives on a periodic box (a cosmological volume, a doubly periodic domain):
+        every convolution pads circularly instead of with zeros, so the network sees the
+        torus, not edges. A zero-padded network treats the box's faces as walls of mean
+        value and under-generates the modes of the box scale. Every spatial size must then
+        be a multiple of ``patch_size * 2 ** (len(channel_mults) - 1)`` (padding a periodic
+        field to a larger size would break its period).
     """
 
     def __init__(self, dims: int, in_channels: int = 1, out_channels: int | None = None,
                  base_channels: int = 32, channel_mults: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 1, attention_levels: Sequence[int] = (), dropout: float = 0.0,
                  cond_encoder: ConditionEncoder | None = None, emb_dim: int | None = None,
-                 pad_mode: str = "replicate", coordinates: bool = False, patch_size: int = 1):
+                 pad_mode: str = "replicate", coordinates: bool = False, patch_size: int = 1,
+                 periodic: bool = False):
         super().__init__()
         if dims not in _CONV:
             raise ValueError(f"UNet dims {dims!r}: must be 1, 2 or 3 (the spatial rank of the field)")
@@ -206,6 +215,8 @@ class UNet(nn.Module):
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"UNet patch_size {patch_size!r}: must be an integer >= 1 (cells per side "
                              "of a patch; 1 works on single cells)")
+        if not isinstance(periodic, bool):
+            raise ValueError(f"UNet periodic {periodic!r}: must be true or false")
         emb_dim = _resolve_emb_dim(emb_dim, cond_encoder, 4 * base_channels, "UNet")
         self.dims, self.in_channels = dims, in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -213,37 +224,43 @@ class UNet(nn.Module):
         self.noise_embedding = NoiseEmbedding(emb_dim)
         self.cond_encoder = cond_encoder
 
-        conv = _CONV[dims]
-        self.coordinates, self.patch_size = bool(coordinates), patch_size
+        self.coordinates, self.patch_size, self.periodic = bool(coordinates), patch_size, periodic
         fold = patch_size ** dims
-        self.conv_in = conv((in_channels + (dims if self.coordinates else 0)) * fold, base_channels, 3, padding=1)
+        mode = "circular" if periodic else "zeros"
+
+        def conv(c_in: int, c_out: int) -> nn.Module:
+            return _CONV[dims](c_in, c_out, 3, padding=1, padding_mode=mode)
+
+        def block(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(dims, c_in, c_out, emb_dim, dropout, padding_mode=mode)
+
+        self.conv_in = conv((in_channels + (dims if self.coordinates else 0)) * fold, base_channels)
         self.down = nn.ModuleList()
         skips, ch = [base_channels], base_channels
         for level, mult in enumerate(channel_mults):
             for _ in range(num_res_blocks):
-                self.down.append(ResBlock(dims, ch, base_channels * mult, emb_dim, dropout))
+                self.down.append(block(ch, base_channels * mult))
                 ch = base_channels * mult
                 if level in attention_levels:
                     self.down.append(Attention(ch))
                 skips.append(ch)
             if level < self.levels - 1:
-                self.down.append(Downsample(dims, ch))
+                self.down.append(Downsample(dims, ch, padding_mode=mode))
                 skips.append(ch)
         mid_attention = [Attention(ch)] if self.levels - 1 in attention_levels else []
-        self.middle = nn.ModuleList([ResBlock(dims, ch, ch, emb_dim, dropout), *mid_attention,
-                                     ResBlock(dims, ch, ch, emb_dim, dropout)])
+        self.middle = nn.ModuleList([block(ch, ch), *mid_attention, block(ch, ch)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(ResBlock(dims, ch + skips.pop(), base_channels * mult, emb_dim, dropout))
+                self.up.append(block(ch + skips.pop(), base_channels * mult))
                 ch = base_channels * mult
                 if level in attention_levels:
                     self.up.append(Attention(ch))
             if level > 0:
-                self.up.append(Upsample(dims, ch, base_channels * channel_mults[level - 1]))
+                self.up.append(Upsample(dims, ch, base_channels * channel_mults[level - 1], padding_mode=mode))
                 ch = base_channels * channel_mults[level - 1]
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
-        self.conv_out = _zero(conv(ch, self.out_channels * fold, 3, padding=1))
+        self.conv_out = _zero(conv(ch, self.out_channels * fold))
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(x_in)
@@ -296,6 +313,13 @@ class UNet(nn.Module):
         extra = [(-n) % multiple for n in x.shape[2:]]
         if not any(extra):
             return x
+        if self.periodic:
+            raise ValueError(
+                f"UNet periodic: spatial shape {tuple(x.shape[2:])} is not a multiple of {multiple} "
+                f"(patch_size {self.patch_size} x 2 ** {self.levels - 1} levels) on every axis, and a "
+                "periodic field cannot be padded without breaking its period; fix: use fewer "
+                "channel_mults levels or a smaller patch_size, or set periodic: false"
+            )
         pad = [p for e in reversed(extra) for p in (0, e)]  # F.pad lists the last axis first
         if self.pad_mode == "zeros":
             return F.pad(x, pad)
