@@ -212,27 +212,42 @@ def test_patch_size_must_be_a_positive_integer():
 
 @pytest.mark.parametrize("dims, spatial, patch", [(1, (16,), 1), (2, (8, 12), 1), (2, (16, 8), 2), (3, (8, 4, 8), 1)])
 def test_periodic_unet_commutes_with_shifts_of_the_box(dims, spatial, patch):
-    """``periodic=True``: shifting the input around the torus by a multiple of the coarsest
-    stride (``patch * 2**(levels-1)``) shifts the output the same way, exactly; the zero-padded
-    network does not (it sees the box's faces)."""
+    """``boundary="periodic"``: shifting the input around the torus by a multiple of the
+    coarsest stride (``patch * 2**(levels-1)``) shifts the output the same way, exactly; with
+    the other boundaries the network sees the box's faces and does not."""
     x = torch.randn(2, 1, *spatial)
     c_noise, cond = torch.randn(2), conds(2)
     stride = patch * 4
     shifts, axes = tuple(stride * (i + 1) for i in range(dims)), tuple(range(2, 2 + dims))
-    for periodic in (True, False):
-        net = randomize_zero_layers(tiny_unet(dims, patch_size=patch, periodic=periodic))
+    coarsest = min(spatial) // stride
+    for boundary in ("periodic", "zeros", "replicate", "reflect"):
+        if boundary == "reflect" and coarsest < 2:
+            with pytest.raises(ValueError, match="boundary 'reflect': spatial shape .* single position"):
+                tiny_unet(dims, patch_size=patch, boundary=boundary)(x, c_noise, cond)
+            continue
+        net = randomize_zero_layers(tiny_unet(dims, patch_size=patch, boundary=boundary))
         with torch.no_grad():
             moved = net(torch.roll(x, shifts, axes), c_noise, cond)
             expected = torch.roll(net(x, c_noise, cond), shifts, axes)
-        if periodic:
+        if boundary == "periodic":
             torch.testing.assert_close(moved, expected, atol=1e-5, rtol=1e-5)
         else:
-            assert (moved - expected).abs().max() > 1e-3
+            assert (moved - expected).abs().max() > 1e-3, boundary
+
+
+def test_replicate_boundary_sees_a_constant_field_as_unbounded():
+    """A constant input is the same beyond every face with ``boundary="replicate"`` (and
+    periodic), so the first convolution's output is constant; zero padding makes it differ at the faces."""
+    x = torch.full((1, 1, 8, 8), 3.0)
+    for boundary, constant in (("replicate", True), ("periodic", True), ("zeros", False)):
+        net = randomize_zero_layers(tiny_unet(2, boundary=boundary))
+        h = net.conv_in(x)
+        assert bool(torch.allclose(h, h[..., 3:4, 3:4].expand_as(h), atol=1e-5)) is constant, boundary
 
 
 def test_periodic_unet_refuses_sizes_it_would_have_to_pad():
-    net = tiny_unet(2, periodic=True)
-    with pytest.raises(ValueError, match=r"periodic: spatial shape \(10, 8\) is not a multiple of 4"):
+    net = tiny_unet(2, boundary="periodic")
+    with pytest.raises(ValueError, match=r"boundary 'periodic': spatial shape \(10, 8\) is not a multiple of 4"):
         net(torch.randn(1, 1, 10, 8), torch.randn(1), conds(1))
-    with pytest.raises(ValueError, match="periodic"):
-        tiny_unet(2, periodic="yes")
+    with pytest.raises(ValueError, match="boundary 'walls': valid boundaries are"):
+        tiny_unet(2, boundary="walls")

@@ -20,9 +20,11 @@ from torch import nn
 
 from rho_workflow.models.conditioning import ConditionEncoder, NoiseEmbedding, network_embedding
 
-__all__ = ["UNet", "PAD_MODES", "space_to_depth", "depth_to_space"]
+__all__ = ["UNet", "PAD_MODES", "BOUNDARIES", "space_to_depth", "depth_to_space"]
 
 PAD_MODES = ("replicate", "reflect", "circular", "zeros")
+#: ``UNet(boundary=...)``: what every convolution sees beyond the grid's faces -> torch's padding_mode
+BOUNDARIES = {"zeros": "zeros", "periodic": "circular", "replicate": "replicate", "reflect": "reflect"}
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
@@ -178,13 +180,15 @@ class UNet(nn.Module):
         2023, "simple diffusion"): every level runs on ``p ** dims`` fewer positions,
         so a step costs several times less at equal width. For smooth fields on fine grids
         (3D); structure within a patch is then carried by channels, not positions.
-    periodic : bool
-        The field lives on a periodic box (a cosmological volume, a doubly periodic domain):
-        every convolution pads circularly instead of with zeros, so the network sees the
-        torus, not edges. A zero-padded network treats the box's faces as walls of mean
-        value and under-generates the modes of the box scale. Every spatial size must then
-        be a multiple of ``patch_size * 2 ** (len(channel_mults) - 1)`` (padding a periodic
-        field to a larger size would break its period).
+    boundary : {"zeros", "periodic", "replicate", "reflect"}
+        What every convolution sees beyond the grid's faces. ``"zeros"`` (the default) makes
+        the faces walls of the mean value. ``"periodic"``: the field lives on a periodic box
+        (a cosmological volume, a doubly periodic domain) and the network sees the torus
+        (circular padding; exactly equivariant to shifts by multiples of the coarsest
+        stride); a zero-padded network under-generates the modes of the box scale. Every
+        spatial size must then be a multiple of ``patch_size * 2 ** (len(channel_mults) - 1)``
+        (padding a periodic field to a larger size would break its period). ``"replicate"``
+        and ``"reflect"`` continue the field beyond a face (a field that is large there).
     """
 
     def __init__(self, dims: int, in_channels: int = 1, out_channels: int | None = None,
@@ -192,7 +196,7 @@ class UNet(nn.Module):
                  num_res_blocks: int = 1, attention_levels: Sequence[int] = (), dropout: float = 0.0,
                  cond_encoder: ConditionEncoder | None = None, emb_dim: int | None = None,
                  pad_mode: str = "replicate", coordinates: bool = False, patch_size: int = 1,
-                 periodic: bool = False):
+                 boundary: str = "zeros"):
         super().__init__()
         if dims not in _CONV:
             raise ValueError(f"UNet dims {dims!r}: must be 1, 2 or 3 (the spatial rank of the field)")
@@ -215,8 +219,8 @@ class UNet(nn.Module):
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"UNet patch_size {patch_size!r}: must be an integer >= 1 (cells per side "
                              "of a patch; 1 works on single cells)")
-        if not isinstance(periodic, bool):
-            raise ValueError(f"UNet periodic {periodic!r}: must be true or false")
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"UNet boundary {boundary!r}: valid boundaries are {list(BOUNDARIES)}")
         emb_dim = _resolve_emb_dim(emb_dim, cond_encoder, 4 * base_channels, "UNet")
         self.dims, self.in_channels = dims, in_channels
         self.out_channels = in_channels if out_channels is None else out_channels
@@ -224,9 +228,9 @@ class UNet(nn.Module):
         self.noise_embedding = NoiseEmbedding(emb_dim)
         self.cond_encoder = cond_encoder
 
-        self.coordinates, self.patch_size, self.periodic = bool(coordinates), patch_size, periodic
+        self.coordinates, self.patch_size, self.boundary = bool(coordinates), patch_size, boundary
         fold = patch_size ** dims
-        mode = "circular" if periodic else "zeros"
+        mode = BOUNDARIES[boundary]
 
         def conv(c_in: int, c_out: int) -> nn.Module:
             return _CONV[dims](c_in, c_out, 3, padding=1, padding_mode=mode)
@@ -311,14 +315,20 @@ class UNet(nn.Module):
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         multiple = self.patch_size * 2 ** (self.levels - 1)
         extra = [(-n) % multiple for n in x.shape[2:]]
+        if self.boundary == "reflect" and any((n + e) // multiple < 2 for n, e in zip(x.shape[2:], extra)):
+            raise ValueError(
+                f"UNet boundary 'reflect': spatial shape {tuple(x.shape[2:])} leaves a single position "
+                f"at the coarsest level (patch_size {self.patch_size} x 2 ** {self.levels - 1}), which "
+                "cannot be reflected; fix: use boundary 'replicate' or fewer channel_mults levels"
+            )
         if not any(extra):
             return x
-        if self.periodic:
+        if self.boundary == "periodic":
             raise ValueError(
-                f"UNet periodic: spatial shape {tuple(x.shape[2:])} is not a multiple of {multiple} "
+                f"UNet boundary 'periodic': spatial shape {tuple(x.shape[2:])} is not a multiple of {multiple} "
                 f"(patch_size {self.patch_size} x 2 ** {self.levels - 1} levels) on every axis, and a "
                 "periodic field cannot be padded without breaking its period; fix: use fewer "
-                "channel_mults levels or a smaller patch_size, or set periodic: false"
+                "channel_mults levels or a smaller patch_size, or another boundary"
             )
         pad = [p for e in reversed(extra) for p in (0, e)]  # F.pad lists the last axis first
         if self.pad_mode == "zeros":
