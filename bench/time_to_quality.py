@@ -135,6 +135,15 @@ ARMS: dict[str, dict[str, Any]] = {
     "interp-bf16-patch2-wide-power": {"train": {**INTERP_BF16, "ema": "power", "ema_std": 0.10},
                                       "network": PATCH2_WIDE},
     "interp-bf16-patch2-wide-lr5e-4": {"train": {**INTERP_BF16, "lr": 5e-4}, "network": PATCH2_WIDE},
+    # self-attention at the coarsest level of the patched network (4^3 positions at 32^3: cheap),
+    # for structure that spans the box; and no condition dropout (p_uncond 0: every step learns
+    # its (l, m); the 16 fields are deterministic, nothing to guide)
+    "interp-bf16-patch2-wide-attn": {"train": INTERP_BF16, "network": {**PATCH2_WIDE, "attention_levels": [2]}},
+    # the convolutions continue the field beyond the box's faces (UNet boundary: replicate), where
+    # |Y_lm| r is largest (zero padding makes the faces walls of the mean value)
+    "interp-bf16-patch2-wide-replicate": {"train": INTERP_BF16, "network": {**PATCH2_WIDE, "boundary": "replicate"}},
+    "interp-bf16-patch2-wide-nouncond": {"train": INTERP_BF16,
+                                         "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
     "interp-bf16-coords-patch2-wide-lr2e-3": {"train": {**INTERP_BF16, "lr": 2e-3},
                                               "network": {"coordinates": True, **PATCH2_WIDE}},
     # 2D: the demo's network on 2x2 patches (4x fewer positions), and twice as wide
@@ -166,6 +175,20 @@ def demo_arm() -> dict[str, Any]:
 
 
 ARMS["demo"] = demo_arm()
+#: candidates for the demo's recipe (its network, batch and learning rate; a fixed number of steps,
+#: so the cosine decay ends where the run does): the 2D winners of the 30-minute runs
+#: (augmentation, bf16, power EMA) at the step counts that fit make demo's 10 minutes
+DEMO_WINNERS = {"mixed_precision": "bf16", "augment": ["roll", "flip", "transpose"]}
+for _steps in (2000, 3000, 4000):
+    ARMS[f"demo-augment-power-bf16-{_steps}"] = {
+        **ARMS["demo"], "fixed_steps": _steps,
+        "train": {**ARMS["demo"]["train"], **DEMO_WINNERS, "ema": "power", "ema_std": 0.10}}
+    ARMS[f"demo-augment-bf16-{_steps}"] = {**ARMS["demo"], "fixed_steps": _steps,
+                                           "train": {**ARMS["demo"]["train"], **DEMO_WINNERS}}
+    # the same on the periodic U-Net (circular padding: the box's faces are not walls)
+    for _name in (f"demo-augment-power-bf16-{_steps}", f"demo-augment-bf16-{_steps}"):
+        ARMS[_name.replace("demo-", "demo-periodic-")] = {
+            **ARMS[_name], "network": {**ARMS[_name]["network"], "boundary": "periodic"}}
 
 
 # -- the sweeps --------------------------------------------------------------------------------
