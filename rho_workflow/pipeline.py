@@ -116,6 +116,14 @@ class Pipeline:
                            "resources": {"GPU": 1} if t.gpu else "any worker",
                            "steps": t.train_config.steps, "global_batch": t.train_config.batch_size,
                            "writes": str(self.out.checkpoint_path)}
+        network_on = self._network_check_input()
+        if network_on is not None:
+            from rho_workflow.workflow.stages import check_network
+
+            stages["train"]["network"] = check_network(cfg.model, network_on[1], network_on[0],
+                                                       source=cfg.source)
+        else:
+            stages["train"]["network"] = "built and checked when the data's shape is known"
         sweep = self._sweep_plan(for_dry_run=True)
         stages["sample"] = {"description": sweep.describe(), "tasks": len(sweep.chunks),
                             "samples": sweep.n_samples,
@@ -176,6 +184,28 @@ class Pipeline:
                 params.append(Parameter(name, src.units, "continuous", low=-1e300, high=1e300))
         return ParamSpace(params)
 
+    def _network_check_input(self) -> tuple[tuple[int, ...], Any] | None:
+        """The field shape ``(C, *spatial)`` and parameter space the train stage will build the
+        network for, known before it runs: the store's, else the simulate section's sweep,
+        else the data files' metadata; None when none of them is there yet."""
+        cfg = self.config
+        if self.out.store_path.exists():
+            from rho_workflow.data.store import open_store
+
+            with open_store(self.out.store_path) as store:
+                return (len(store.variables), *store.shape), store.param_space
+        if cfg.simulate is not None:
+            from rho_workflow.data.synthetic import field_spec
+
+            spec = field_spec(cfg.simulate.kind, cfg.simulate.size)
+            return (len(cfg.data.variables), *spec.shape), spec.param_space()
+        if any(glob.glob(pattern) for pattern in cfg.data.files):
+            from rho_workflow.workflow.stages import plan_data
+
+            data_plan, space = plan_data(cfg.data)
+            return tuple(data_plan["field_shape"]), space
+        return None
+
     def _grid_values(self, name: str) -> list:
         grid = self.config.sampling.grid or {}
         spec = grid.get(name, [])
@@ -211,6 +241,13 @@ class Pipeline:
         results: dict[str, Any] = {}
         t0 = time.perf_counter()
         command = f"rho_workflow {'/'.join(stages)} {self.config.source or self.config.name}"
+        if "train" in stages and (overwrite or not self.out.checkpoint_path.is_file()):
+            # a bad model.network entry stops the run now, not after simulate and preprocess
+            network_on = self._network_check_input()
+            if network_on is not None:
+                from rho_workflow.workflow.stages import check_network
+
+                check_network(self.config.model, network_on[1], network_on[0], source=self.config.source)
         with self._naming_output_errors(), output_lock(self.out.root, command), \
                 self._stop_on_sigterm():
             if "simulate" in stages:

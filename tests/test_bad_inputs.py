@@ -308,6 +308,20 @@ def grid_outside_training_range(env):
     return dry(env, sampling__grid={"index": [5.0], "amplitude": [1.0]})
 
 
+@case("config", r"model\.network .*cannot be built for fields of shape \(1, 16, 16\): UNet boundary 'walls': "
+                r"valid boundaries are")
+def network_boundary_unknown(env):
+    return dry(env, model__network__boundary="walls")
+
+
+@case("config", r"model\.network .*\(1, 16, 16\).*boundary 'periodic': spatial shape \(16, 16\) is not a "
+                r"multiple of 6.*fix")
+def network_periodic_grid_not_a_multiple(env):
+    """Caught before any stage runs, not when training starts."""
+    return ["run", env.write(sections(env, model__network__boundary="periodic", model__network__patch_size=3)),
+            "--overwrite"]
+
+
 # -- data: the netCDF sweep -----------------------------------------------------------------
 
 def preprocess(env: Env) -> list[str]:

@@ -23,7 +23,7 @@ from rho_workflow.workflow.tasks import TrainingSpec
 
 __all__ = ["StageError", "simulate", "preprocess", "train", "sample", "netcdf_copy", "sweep_attrs",
            "evaluate", "training_spec",
-           "plan_data", "check_split"]
+           "plan_data", "check_split", "check_network"]
 
 logger = logging.getLogger("rho_workflow")
 
@@ -60,7 +60,34 @@ def plan_data(data: Any) -> tuple[dict[str, Any], Any]:
     counts = {name: int((split == i).sum()) for i, name in enumerate(SPLITS)}
     by = data.split.by if isinstance(data.split.by, str) else list(data.split.by)
     return ({"files": len(plan.files), "samples": plan.n_samples, "split": counts,
-             "split_by": by}, build_param_space(plan))
+             "split_by": by, "field_shape": [len(data.variables), *plan.grid.shape]},
+            build_param_space(plan))
+
+
+def check_network(model: Any, param_space: Any, field_shape: tuple[int, ...], source: str | None = None) -> str:
+    """Build the model section's network for fields of ``field_shape`` ``(C, *spatial)`` and
+    run one forward pass on zeros, so that a bad ``model.network`` entry (an unknown key, an
+    impossible value, a grid the network cannot take) stops the run before any stage does,
+    as one :class:`ConfigError` naming the key. Returns a one-line description."""
+    import torch
+
+    from rho_workflow.errors import ConfigError
+    from rho_workflow.training.model import TrainedModel
+
+    channels, spatial = int(field_shape[0]), tuple(int(n) for n in field_shape[1:])
+    try:
+        built = TrainedModel.create(spatial, param_space, channels=channels, encoder=model.encoder,
+                                    prediction=model.prediction, schedule=model.schedule, T=model.T,
+                                    network=model.network, p_uncond=model.p_uncond, device="cpu")
+        net = built.denoiser.net.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, channels, *spatial), torch.zeros(1), None)
+    except (ValueError, TypeError) as exc:
+        given = "the default network" if model.network is None else f"{model.network}"
+        raise ConfigError([f"model.network ({given}) cannot be built for fields of shape "
+                           f"{(channels, *spatial)}: {exc}"], source=source) from exc
+    kind = built.config["network"].get("kind", "unet")
+    return f"{kind}, {built.n_parameters / 1e6:.2f}M parameters, checked on fields of shape {(channels, *spatial)}"
 
 
 def check_split(counts: Mapping[str, int], data: Any, evaluation: Any, training: Any = None) -> None:
