@@ -184,6 +184,17 @@ class Pipeline:
                 params.append(Parameter(name, src.units, "continuous", low=-1e300, high=1e300))
         return ParamSpace(params)
 
+    def _check_network(self) -> bool:
+        """Build the network for the data's shape when that is known (see
+        :meth:`_network_check_input`); a bad entry raises ConfigError. Whether it was checked."""
+        network_on = self._network_check_input()
+        if network_on is None:
+            return False
+        from rho_workflow.workflow.stages import check_network
+
+        check_network(self.config.model, network_on[1], network_on[0], source=self.config.source)
+        return True
+
     def _network_check_input(self) -> tuple[tuple[int, ...], Any] | None:
         """The field shape ``(C, *spatial)`` and parameter space the train stage will build the
         network for, known before it runs: the store's, else the simulate section's sweep,
@@ -194,9 +205,9 @@ class Pipeline:
 
             with open_store(self.out.store_path) as store:
                 return (len(store.variables), *store.shape), store.param_space
-        if cfg.simulate is not None:
-            from rho_workflow.data.synthetic import field_spec
+        from rho_workflow.data.synthetic import KINDS, field_spec
 
+        if cfg.simulate is not None and cfg.simulate.kind in KINDS:  # climate kinds: from their files
             spec = field_spec(cfg.simulate.kind, cfg.simulate.size)
             return (len(cfg.data.variables), *spec.shape), spec.param_space()
         if any(glob.glob(pattern) for pattern in cfg.data.files):
@@ -241,17 +252,16 @@ class Pipeline:
         results: dict[str, Any] = {}
         t0 = time.perf_counter()
         command = f"rho_workflow {'/'.join(stages)} {self.config.source or self.config.name}"
-        if "train" in stages and (overwrite or not self.out.checkpoint_path.is_file()):
-            # a bad model.network entry stops the run now, not after simulate and preprocess
-            network_on = self._network_check_input()
-            if network_on is not None:
-                from rho_workflow.workflow.stages import check_network
-
-                check_network(self.config.model, network_on[1], network_on[0], source=self.config.source)
+        # a bad model.network entry stops the run now (or after simulate, where only its files
+        # tell the shape), not when the train stage starts
+        must_check = "train" in stages and (overwrite or not self.out.checkpoint_path.is_file())
+        checked = must_check and self._check_network()
         with self._naming_output_errors(), output_lock(self.out.root, command), \
                 self._stop_on_sigterm():
             if "simulate" in stages:
                 results["simulate"] = self.simulate(resume=resume)
+                if must_check and not checked:
+                    self._check_network()
             rest = [s for s in stages if s != "simulate"]
             if rest:
                 with self._client(client) as c:
