@@ -398,6 +398,11 @@ class PipelineConfig(Section):
         training, sampling, cluster_kind = (sections[k] for k in ("training", "sampling", "cluster"))
         if training is not None and sampling is not None and cluster_kind is not None:
             problems.extend(_cross_checks(training, sampling, cluster_kind))
+        model = sections.get("model")
+        if model is not None and sampling is not None and sampling.guidance and not model.p_uncond:
+            problems.append(f"sampling.guidance: {sampling.guidance} needs the unconditional model, which "
+                            "model.p_uncond 0 never trains (no condition dropout); set sampling.guidance "
+                            "0 or model.p_uncond > 0 (e.g. 0.1)")
         if problems:
             raise ConfigError(problems, source)
         return cls.model_construct(name=name, description=description, source=source, **sections)

@@ -240,3 +240,20 @@ def test_default_3d_network_works_on_patches_from_32_cells_a_side():
     assert default_network((32, 32, 40))["base_channels"] == 32
     for shape in [(16, 16, 16), (32, 32, 31), (64, 64), (128,)]:
         assert default_network(shape).get("patch_size", 1) == 1
+
+
+def test_guidance_needs_a_model_trained_with_condition_dropout():
+    """With ``p_uncond=0`` the null condition is never trained, so guided samples would mix in
+    an untrained model: refused by name; guidance 0 samples as usual."""
+    from rho_workflow.training.model import SampleRequestError
+
+    x, pts = tiny_data(n=16)
+    model = make_model(p_uncond=0.0)
+    model.fit(x, pts, steps=3, batch_size=8, progress=False)
+    point = {"temperature": 250.0, "phase": "gas"}
+    assert np.isfinite(model.sample(point, n=2, steps=3, seed=0, sampler="dpmpp_2m")).all()
+    with pytest.raises(SampleRequestError, match=r"guidance=1\.5 needs the unconditional model.*p_uncond 0.*fix"):
+        model.sample(point, n=2, steps=3, seed=0, sampler="dpmpp_2m", guidance=1.5)
+    guided = make_model(p_uncond=0.1)
+    guided.fit(x, pts, steps=3, batch_size=8, progress=False)
+    assert np.isfinite(guided.sample(point, n=2, steps=3, seed=0, sampler="dpmpp_2m", guidance=1.5)).all()

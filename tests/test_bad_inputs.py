@@ -308,6 +308,11 @@ def grid_outside_training_range(env):
     return dry(env, sampling__grid={"index": [5.0], "amplitude": [1.0]})
 
 
+@case("config", r"sampling\.guidance: 2\.0 needs the unconditional model, which model\.p_uncond 0 never trains")
+def guidance_without_condition_dropout(env):
+    return dry(env, sampling__guidance=2.0, model__p_uncond=0.0)
+
+
 @case("config", r"model\.network .*cannot be built for fields of shape \(1, 16, 16\): UNet boundary 'walls': "
                 r"valid boundaries are")
 def network_boundary_unknown(env):

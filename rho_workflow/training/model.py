@@ -314,6 +314,12 @@ class TrainedModel:
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise SampleRequestError(f"sample: steps={steps!r}; the rule: the number of noise "
                                      "levels must be an integer >= 1; fix: pass steps=12 or so")
+        dropout = (self.config["network"].get("condition") or {}).get("p_uncond", 0.1)
+        if guidance and len(self.param_space) and not dropout:
+            raise SampleRequestError(
+                f"sample: guidance={guidance!r} needs the unconditional model, which this one never "
+                "trained (it was trained with model.p_uncond 0: no condition dropout); fix: sample "
+                "with guidance 0, or retrain with model.p_uncond > 0 (e.g. 0.1)")
         spec = sampler_spec(sampler)
         spacing = spacing or default_spacing(sampler, steps, self.schedule)
         for problem in spec.warnings(steps, spacing, self.schedule.name):
