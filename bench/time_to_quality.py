@@ -17,7 +17,8 @@ Three sweeps, each with its own measure of quality, recorded every ``--evals``-t
     training runs, what the 6 fields per run support without a network.
 ``harmonics3d``
     The rho-Diffusion paper's 3D case: the 16 densities ``|Y_lm| r``, l <= 3, on 32^3 cells,
-    conditioned on the categorical (l, m); the default 3D network. Two samples per (l, m):
+    conditioned on the categorical (l, m); the case's network is the former 3D default (16
+    wide, on cells), which arms override (the patched default: ``PATCH2_WIDE``). Two samples per (l, m):
     relative L2 error against the exact field (median per (l, m), then median and max over
     (l, m)) and nearest-field accuracy (share of samples nearer their own field than any of
     the other 15).
@@ -157,6 +158,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "augment-power-best-bf16": {"train": {"noise_shift": "auto", "mixed_precision": "bf16", "ema": "power",
                                           "ema_std": 0.10, "augment": ["roll", "flip", "transpose"]},
                                 "validate_evals": 40},
+    # the same on the periodic network (UNet boundary: periodic), the demo's since
+    "periodic-augment-power-best-bf16": {"train": {"noise_shift": "auto", "mixed_precision": "bf16", "ema": "power",
+                                                   "ema_std": 0.10, "augment": ["roll", "flip", "transpose"]},
+                                         "network": {"boundary": "periodic"}, "validate_evals": 40},
     "augment-power": {"train": {"noise_shift": "auto", "augment": ["roll", "flip", "transpose"],
                                 "ema": "power", "ema_std": 0.10}},
 }
