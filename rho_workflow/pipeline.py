@@ -58,6 +58,7 @@ class Pipeline:
         self.progress = progress
         self.out = config.output
         self._planned_space: Any = None  # the dry run's parameter space, from the files
+        self._planned_shape: tuple[int, ...] | None = None  # and the fields' (C, *spatial)
         self.record = RunRecord(self.out.root, config.name)
         self._training = False
 
@@ -106,6 +107,7 @@ class Pipeline:
             from rho_workflow.workflow.stages import check_split, plan_data
 
             data_plan, self._planned_space = plan_data(cfg.data)
+            self._planned_shape = tuple(data_plan["field_shape"])
             stages["preprocess"].update(data_plan)
             check_split(data_plan["split"], cfg.data, cfg.evaluation, cfg.training)
         t = cfg.training
@@ -116,14 +118,8 @@ class Pipeline:
                            "resources": {"GPU": 1} if t.gpu else "any worker",
                            "steps": t.train_config.steps, "global_batch": t.train_config.batch_size,
                            "writes": str(self.out.checkpoint_path)}
-        network_on = self._network_check_input()
-        if network_on is not None:
-            from rho_workflow.workflow.stages import check_network
-
-            stages["train"]["network"] = check_network(cfg.model, network_on[1], network_on[0],
-                                                       source=cfg.source)
-        else:
-            stages["train"]["network"] = "built and checked when the data's shape is known"
+        stages["train"]["network"] = (self._check_network(use_store=False)
+                                      or "built and checked when the data's shape is known")
         sweep = self._sweep_plan(for_dry_run=True)
         stages["sample"] = {"description": sweep.describe(), "tasks": len(sweep.chunks),
                             "samples": sweep.n_samples,
@@ -184,23 +180,24 @@ class Pipeline:
                 params.append(Parameter(name, src.units, "continuous", low=-1e300, high=1e300))
         return ParamSpace(params)
 
-    def _check_network(self) -> bool:
+    def _check_network(self, use_store: bool) -> str | None:
         """Build the network for the data's shape when that is known (see
-        :meth:`_network_check_input`); a bad entry raises ConfigError. Whether it was checked."""
-        network_on = self._network_check_input()
+        :meth:`_network_check_input`); a bad entry raises ConfigError. Its one-line
+        description, or None when the shape is not known yet."""
+        network_on = self._network_check_input(use_store)
         if network_on is None:
-            return False
+            return None
         from rho_workflow.workflow.stages import check_network
 
-        check_network(self.config.model, network_on[1], network_on[0], source=self.config.source)
-        return True
+        return check_network(self.config.model, network_on[1], network_on[0], source=self.config.source)
 
-    def _network_check_input(self) -> tuple[tuple[int, ...], Any] | None:
+    def _network_check_input(self, use_store: bool) -> tuple[tuple[int, ...], Any] | None:
         """The field shape ``(C, *spatial)`` and parameter space the train stage will build the
-        network for, known before it runs: the store's, else the simulate section's sweep,
-        else the data files' metadata; None when none of them is there yet."""
+        network for, known before it runs: the store's when no preprocess stage will rewrite
+        it (``use_store``), else the simulate section's sweep, else the data files' metadata
+        (read once: the dry run's plan has it); None when none of them is there yet."""
         cfg = self.config
-        if self.out.store_path.exists():
+        if use_store and self.out.store_path.exists():
             from rho_workflow.data.store import open_store
 
             with open_store(self.out.store_path) as store:
@@ -210,12 +207,12 @@ class Pipeline:
         if cfg.simulate is not None and cfg.simulate.kind in KINDS:  # climate kinds: from their files
             spec = field_spec(cfg.simulate.kind, cfg.simulate.size)
             return (len(cfg.data.variables), *spec.shape), spec.param_space()
-        if any(glob.glob(pattern) for pattern in cfg.data.files):
+        if self._planned_shape is None and any(glob.glob(pattern) for pattern in cfg.data.files):
             from rho_workflow.workflow.stages import plan_data
 
-            data_plan, space = plan_data(cfg.data)
-            return tuple(data_plan["field_shape"]), space
-        return None
+            data_plan, self._planned_space = plan_data(cfg.data)
+            self._planned_shape = tuple(data_plan["field_shape"])
+        return None if self._planned_shape is None else (self._planned_shape, self._planned_space)
 
     def _grid_values(self, name: str) -> list:
         grid = self.config.sampling.grid or {}
@@ -255,13 +252,17 @@ class Pipeline:
         # a bad model.network entry stops the run now (or after simulate, where only its files
         # tell the shape), not when the train stage starts
         must_check = "train" in stages and (overwrite or not self.out.checkpoint_path.is_file())
-        checked = must_check and self._check_network()
+        use_store = "preprocess" not in stages  # else the store is rebuilt from the config first
+        from rho_workflow.data.synthetic import KINDS
+
+        after_simulate = "simulate" in stages and self.config.simulate.kind not in KINDS  # its new files tell
+        checked = must_check and not after_simulate and self._check_network(use_store) is not None
         with self._naming_output_errors(), output_lock(self.out.root, command), \
                 self._stop_on_sigterm():
             if "simulate" in stages:
                 results["simulate"] = self.simulate(resume=resume)
                 if must_check and not checked:
-                    self._check_network()
+                    self._check_network(use_store)
             rest = [s for s in stages if s != "simulate"]
             if rest:
                 with self._client(client) as c:
