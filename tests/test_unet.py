@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -50,7 +52,10 @@ def test_unet_output_has_the_input_shape(dims, spatial, channels):
 def test_unet_out_channels_and_attention_levels():
     net = tiny_unet(2, 2, out_channels=1, attention_levels=(1, 2))
     assert net(torch.randn(2, 2, 12, 20), torch.zeros(2), conds(2)).shape == (2, 1, 12, 20)
-    with pytest.warns(UserWarning, match="3D"):
+    with pytest.warns(UserWarning, match=r"3D levels \[1\]"):  # quadratic in the voxels of a fine level
+        tiny_unet(3, attention_levels=(1, 2))
+    with warnings.catch_warnings():  # the coarsest level is cheap: no warning
+        warnings.simplefilter("error")
         tiny_unet(3, attention_levels=(2,))
 
 

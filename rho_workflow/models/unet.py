@@ -211,10 +211,12 @@ class UNet(nn.Module):
                 f"UNet attention_levels {list(attention_levels)}: levels {bad_levels} do not exist; "
                 f"valid levels are 0..{len(channel_mults) - 1}"
             )
-        if attention_levels and dims == 3:
+        finer = sorted(set(attention_levels) - {len(channel_mults) - 1})
+        if finer and dims == 3:
             warnings.warn(
-                "UNet: self-attention in 3D costs memory and time quadratic in the number of voxels of "
-                "the level; prefer attention only at the lowest level, or none", stacklevel=2
+                f"UNet: self-attention at 3D levels {finer} costs memory and time quadratic in the "
+                f"number of voxels of the level; prefer attention only at the coarsest level "
+                f"({len(channel_mults) - 1}), or none", stacklevel=2
             )
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"UNet patch_size {patch_size!r}: must be an integer >= 1 (cells per side "
