@@ -21,7 +21,7 @@ __all__ = ["loss_weight", "sample_training_sigmas", "SHIFT_PROFILES", "denoising
            "WEIGHTINGS", "SIGMA_SAMPLING", "NOISE_SHIFT_REFERENCE_POINTS"]
 
 WEIGHTINGS = ("plain", "min-snr")
-SIGMA_SAMPLING = ("schedule", "lognormal")
+SIGMA_SAMPLING = ("schedule", "lognormal", "mixture")
 SHIFT_PROFILES = ("constant", "interpolated")
 
 #: Values per field (16 x 16) at which :func:`resolution_noise_shift` would be 1.
@@ -98,8 +98,10 @@ def loss_weight(sigma: torch.Tensor, prediction: str, sigma_data: float = 1.0, w
 def sample_training_sigmas(schedule: NoiseSchedule, batch: int, generator: torch.Generator | None = None,
                            how: str = "schedule", p_mean: float = -1.2, p_std: float = 1.2,
                            shift: float = 1.0, profile: str = "constant") -> torch.Tensor:
-    """Training noise levels: ``schedule`` (Ho et al. 2020, Alg. 1: t ~ U{1..T}) or ``lognormal`` (EDM Table 1),
-    times a factor from ``shift`` (:func:`resolution_noise_shift`).
+    """Training noise levels: ``schedule`` (Ho et al. 2020, Alg. 1: t ~ U{1..T}), ``lognormal`` (EDM Table 1)
+    or ``mixture`` (each draw from one of the two with probability 1/2: the schedule's high levels,
+    where a conditional model recalls its field, and lognormal's low ones, where it learns to remove
+    the noise), times a factor from ``shift`` (:func:`resolution_noise_shift`).
 
     ``schedule`` draws a discrete step uniformly and returns its sigma; ``lognormal`` returns
     ``exp(p_mean + p_std n)``. ``profile`` ``constant`` multiplies every level by ``shift``;
@@ -117,6 +119,11 @@ def sample_training_sigmas(schedule: NoiseSchedule, batch: int, generator: torch
     if profile not in SHIFT_PROFILES:
         raise ValueError(f"unknown noise shift profile {profile!r}; valid choices are {list(SHIFT_PROFILES)}")
     device = generator.device if generator is not None else torch.device("cpu")
+    if how == "mixture":  # each draw from one of the two, with probability 1/2
+        from_schedule = sample_training_sigmas(schedule, batch, generator, "schedule", shift=shift, profile=profile)
+        from_lognormal = sample_training_sigmas(schedule, batch, generator, "lognormal", p_mean, p_std, shift, profile)
+        pick = torch.rand((batch,), generator=generator, device=device) < 0.5
+        return torch.where(pick, from_lognormal, from_schedule)
     if how == "schedule":
         index = torch.randint(schedule.T, (batch,), generator=generator, device=device)
         sigma, t = schedule.sigmas.to(device)[index], index.double() / max(schedule.T - 1, 1)

@@ -56,7 +56,8 @@ class TrainConfig(Section):
     ema_std: float = Field(0.10, gt=0.0, lt=0.289)
     weighting: Literal["plain", "min-snr"] = "plain"
     min_snr_gamma: float = 5.0
-    sigma_sampling: Literal["schedule", "lognormal"] = "schedule"
+    #: "mixture": half the draws from each (bench/time_to_quality.py, 3D harmonics)
+    sigma_sampling: Literal["schedule", "lognormal", "mixture"] = "schedule"
     #: factor on the training noise levels; "auto": resolution_noise_shift (3D fields:
     #: sqrt(values per field / 256), 4 at 16^3 and 11.3 at 32^3; 1D and 2D fields: 1)
     noise_shift: float | Literal["auto"] = "auto"
