@@ -85,6 +85,10 @@ RECIPE = {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "ema_decay": 0.99, "
 INTERP_BF16 = {"noise_shift": "auto", "noise_shift_profile": "interpolated", "mixed_precision": "bf16"}
 #: the 3D network on 2^3-cell patches, twice as wide (the default of 32^3 grids since)
 PATCH2_WIDE = {"patch_size": 2, "base_channels": 32}
+#: no condition dropout (model.p_uncond 0: one deterministic field per (l, m), nothing to guide)
+NO_DROPOUT = {"condition": {"p_uncond": 0.0}}
+#: the patched 3D network without condition dropout, the base of the later 32^3 arms
+PATCH2_NOUNCOND = {**PATCH2_WIDE, **NO_DROPOUT}
 
 ARMS: dict[str, dict[str, Any]] = {
     "before": {"train": {"noise_shift": 1.0}},
@@ -131,9 +135,9 @@ ARMS: dict[str, dict[str, Any]] = {
     # labels (72% of samples nearest their own field after 5 CPU-minutes, the schedule's 100%)
     "interp-bf16-lognormal": {"train": {**INTERP_BF16, "sigma_sampling": "lognormal"}},
     # the same pair without condition dropout (pipelines/spherical_harmonics.yaml's setting)
-    "interp-bf16-nouncond": {"train": INTERP_BF16, "network": {"condition": {"p_uncond": 0.0}}},
+    "interp-bf16-nouncond": {"train": INTERP_BF16, "network": NO_DROPOUT},
     "interp-bf16-nouncond-lognormal": {"train": {**INTERP_BF16, "sigma_sampling": "lognormal"},
-                                       "network": {"condition": {"p_uncond": 0.0}}},
+                                       "network": NO_DROPOUT},
     # the cells' positions as input channels (UNet coordinates): fields tied to their grid
     "interp-bf16-coords": {"train": INTERP_BF16, "network": {"coordinates": True}},
     # the 32^3 field folded into 2^3 patches (UNet patch_size: 2): every level on 8x fewer
@@ -153,36 +157,35 @@ ARMS: dict[str, dict[str, Any]] = {
     # |Y_lm| r is largest (zero padding makes the faces walls of the mean value)
     "interp-bf16-patch2-wide-replicate": {"train": INTERP_BF16, "network": {**PATCH2_WIDE, "boundary": "replicate"}},
     "interp-bf16-patch2-wide-nouncond": {"train": INTERP_BF16,
-                                         "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+                                         "network": PATCH2_NOUNCOND},
     # the 3D default (p_uncond 0) with faster optimisation: twice the learning rate, twice the
     # batch, and attention at the coarsest level again (compared on one machine)
     "interp-bf16-patch2-wide-nouncond-lr2e-3": {"train": {**INTERP_BF16, "lr": 2e-3},
-                                                "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+                                                "network": PATCH2_NOUNCOND},
     "interp-bf16-patch2-wide-nouncond-batch8": {"train": {**INTERP_BF16, "batch_size": 8},
-                                                "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+                                                "network": PATCH2_NOUNCOND},
     # EDM's lognormal training levels (median sigma 0.3) under the same interpolated shift: 3x the
     # draws below sigma 1, where the denoiser left the noise in the samples (their errors were
     # independent draws, 77% of the power at |k| >= 8 cycles per box)
     "interp-bf16-patch2-wide-nouncond-lognormal": {"train": {**INTERP_BF16, "sigma_sampling": "lognormal"},
-                                                   "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+                                                   "network": PATCH2_NOUNCOND},
     # the same with another training seed (its spread), and with attention at the coarsest level
     "interp-bf16-patch2-wide-nouncond-lognormal-seed1": {
         "train": {**INTERP_BF16, "sigma_sampling": "lognormal", "seed": 1},
-        "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+        "network": PATCH2_NOUNCOND},
     # half the draws from the schedule's levels (recall the field from its label), half from
     # lognormal's (remove the noise): for 32^3 on patches and the 16^3 proxy on cells alike
     "interp-bf16-patch2-wide-nouncond-mixture": {"train": {**INTERP_BF16, "sigma_sampling": "mixture"},
-                                                 "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+                                                 "network": PATCH2_NOUNCOND},
     "interp-bf16-mixture": {"train": {**INTERP_BF16, "sigma_sampling": "mixture"}},
     "interp-bf16-patch2-wide-nouncond-lognormal-seed2": {
         "train": {**INTERP_BF16, "sigma_sampling": "lognormal", "seed": 2},
-        "network": {**PATCH2_WIDE, "condition": {"p_uncond": 0.0}}},
+        "network": PATCH2_NOUNCOND},
     "interp-bf16-patch2-wide-nouncond-lognormal-attn": {
         "train": {**INTERP_BF16, "sigma_sampling": "lognormal"},
-        "network": {**PATCH2_WIDE, "attention_levels": [2], "condition": {"p_uncond": 0.0}}},
+        "network": {**PATCH2_NOUNCOND, "attention_levels": [2]}},
     "interp-bf16-patch2-wide-nouncond-attn": {"train": INTERP_BF16,
-                                              "network": {**PATCH2_WIDE, "attention_levels": [2],
-                                                          "condition": {"p_uncond": 0.0}}},
+                                              "network": {**PATCH2_NOUNCOND, "attention_levels": [2]}},
     "interp-bf16-coords-patch2-wide-lr2e-3": {"train": {**INTERP_BF16, "lr": 2e-3},
                                               "network": {"coordinates": True, **PATCH2_WIDE}},
     # 2D: the demo's network on 2x2 patches (4x fewer positions), and twice as wide
